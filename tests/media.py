@@ -174,10 +174,12 @@ def make_video(
     codec: str = "libx264",
     gop: int | None = None,
     crf: int = 23,
+    preset: str = "veryfast",
 ) -> list[int]:
     """Writes the segments as a real MP4 (H.264 by default, yuv420p) and returns its cut frames.
 
     `size` is (width, height). `gop` sets the keyframe interval (None: the encoder's choice).
+    `crf` and `preset` are libx264's quality and speed settings.
     Every frame gets pts = its index in a 1/fps time base, so frame i starts at i / fps.
     """
     width, height = size
@@ -186,7 +188,7 @@ def make_video(
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = 1 / rate
-        options = {"crf": str(crf), "preset": "veryfast"} if codec == "libx264" else {}
+        options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
         if gop is not None:
             options.update({"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
         stream.options = options

@@ -1,0 +1,245 @@
+"""Decode a video once, small, in batches: the frames every requested consumer needs from one pass.
+
+At 1080p decoding is the whole cost of scene detection, so a video is decoded exactly once, with
+FFmpeg's own threads, and each frame is scaled by the decoder's reformat (libswscale) straight to
+the small sizes the detectors ask for (a few hundred pixels wide for content detection, 48x27 for
+TransNetV2). Full-size frames never reach Python.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class DecodeError(Exception):
+    """The video cannot be decoded: no video stream, a broken stream, or no frames at all."""
+
+
+def local_path(uri: str) -> str | None:
+    """The local file a uri names (a plain path or file://), or None for a remote URL."""
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    if "://" in uri:
+        return None
+    return uri
+
+
+def open_container(uri: str | Path) -> av.container.InputContainer:
+    """Opens a local path or file:// URI directly, any other URL through fsspec (s3://, gs://, ...)."""
+    path = local_path(str(uri))
+    if path is not None:
+        return av.open(path)
+    import fsspec
+
+    return av.open(fsspec.open(str(uri), "rb").open())
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """A frame size and pixel format a consumer needs.
+
+    `height` None keeps the video's aspect ratio (rounded to an even number of rows). With
+    `upscale` False a video smaller than the spec is decoded at its own size instead.
+    """
+
+    width: int
+    height: int | None = None
+    format: str = "bgr24"
+    upscale: bool = True
+
+    def size_for(self, video_width: int, video_height: int) -> tuple[int, int]:
+        width = self.width if self.upscale else min(self.width, video_width)
+        if self.height is not None:
+            height = self.height if self.upscale else min(self.height, video_height)
+            return width, height
+        height = max(2, 2 * round(width * video_height / video_width / 2))
+        return width, height
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about the video stream, before decoding."""
+
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    codec: str
+    frames_declared: int  # the container's frame count; 0 when it does not say
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive decoded frames: `frames[name]` is (n, height, width, 3) uint8 for each spec."""
+
+    first_index: int
+    times: np.ndarray  # presentation time of each frame in seconds (PyAV's frame.time)
+    frames: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@dataclass
+class DecodeSummary:
+    """Filled in as decoding goes: the frame count and the time the last frame ends."""
+
+    num_frames: int = 0
+    end_time: float = 0.0
+
+
+class VideoDecoder:
+    """One pass over a video's frames, scaled to every spec, `batch_frames` frames at a time.
+
+    Use as a context manager; `info` is known once opened, `summary` is complete once
+    `batches()` is exhausted. Any FFmpeg error while opening or decoding raises DecodeError.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        specs: Mapping[str, FrameSpec],
+        batch_frames: int = 64,
+        threads: int = 0,
+        interpolation: str = "BILINEAR",
+    ) -> None:
+        self.path, self.specs, self.batch_frames = str(path), dict(specs), batch_frames
+        self.threads, self.interpolation = threads, interpolation
+        self.summary = DecodeSummary()
+        self._container = None
+        self._stream = None
+        self.info: VideoInfo | None = None
+
+    def __enter__(self) -> VideoDecoder:
+        try:
+            self._container = open_container(self.path)
+        except (av.FFmpegError, OSError) as error:
+            raise DecodeError(f"cannot open {self.path}: {error}") from error
+        if not self._container.streams.video:
+            self.close()
+            raise DecodeError(f"{self.path} has no video stream")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.thread_count = self.threads
+        self._stream = stream
+        self.info = _stream_info(stream)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def batches(self) -> Iterator[FrameBatch]:
+        if self._stream is None or self.info is None:
+            raise RuntimeError("open the decoder with `with VideoDecoder(...) as decoder:` first")
+        sizes = {name: spec.size_for(self.info.width, self.info.height) for name, spec in self.specs.items()}
+        pending: list[tuple[float, dict[str, np.ndarray]]] = []
+        index = 0
+        for frame in self._frames():
+            time = self._frame_time(frame, index)
+            scaled = {
+                name: frame.to_ndarray(
+                    width=sizes[name][0],
+                    height=sizes[name][1],
+                    format=spec.format,
+                    interpolation=self.interpolation,
+                )
+                for name, spec in self.specs.items()
+            }
+            pending.append((time, scaled))
+            self.summary.num_frames = index = index + 1
+            self.summary.end_time = time + self._frame_duration(frame)
+            if len(pending) == self.batch_frames:
+                yield _batch(index - len(pending), pending, self.specs)
+                pending = []
+        if pending:
+            yield _batch(index - len(pending), pending, self.specs)
+        if index == 0:
+            raise DecodeError(f"{self.path} has a video stream but no frame could be decoded")
+
+    def _frames(self) -> Iterator[av.VideoFrame]:
+        try:
+            yield from self._container.decode(self._stream)
+        except (av.FFmpegError, OSError) as error:
+            raise DecodeError(
+                f"decoding {self.path} failed after {self.summary.num_frames} frames: {error}"
+            ) from error
+
+    def _frame_time(self, frame: av.VideoFrame, index: int) -> float:
+        if frame.pts is None:
+            return float(index / self.info.fps)
+        return float(frame.pts * self.info.time_base)
+
+    def _frame_duration(self, frame: av.VideoFrame) -> float:
+        if frame.duration:
+            return float(frame.duration * self.info.time_base)
+        return float(1 / self.info.fps)
+
+
+def _stream_info(stream: av.video.stream.VideoStream) -> VideoInfo:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or rate <= 0:
+        raise DecodeError("the video stream declares no frame rate")
+    if not stream.width or not stream.height:
+        raise DecodeError("the video stream declares no frame size")
+    return VideoInfo(
+        width=stream.width,
+        height=stream.height,
+        fps=Fraction(rate),
+        time_base=Fraction(stream.time_base) if stream.time_base else 1 / Fraction(rate),
+        codec=stream.codec_context.name,
+        frames_declared=int(stream.frames or 0),
+    )
+
+
+def _batch(first_index: int, pending: list, specs: Mapping[str, FrameSpec]) -> FrameBatch:
+    times = np.fromiter((time for time, _ in pending), dtype=np.float64, count=len(pending))
+    frames = {name: np.stack([scaled[name] for _, scaled in pending]) for name in specs}
+    return FrameBatch(first_index=first_index, times=times, frames=frames)
+
+
+@dataclass(frozen=True)
+class PacketIndex:
+    """Every frame of a video from its packets alone (no decoding): times and keyframes.
+
+    Assumes one frame per packet, as MP4/MKV/WebM video tracks store them.
+    """
+
+    info: VideoInfo
+    times: np.ndarray  # presentation time of each frame, sorted, in seconds
+    keyframes: np.ndarray  # indices of the frames that are keyframes
+    end_time: float
+
+
+def index_packets(path: str | Path) -> PacketIndex:
+    """Reads the packets of the first video stream (fast: demuxing only) and indexes its frames."""
+    try:
+        with open_container(path) as container:
+            if not container.streams.video:
+                raise DecodeError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            info = _stream_info(stream)
+            entries = [
+                (packet.pts, packet.duration or 0, packet.is_keyframe)
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size > 0
+            ]
+    except (av.FFmpegError, OSError) as error:
+        raise DecodeError(f"cannot read the packets of {path}: {error}") from error
+    if not entries:
+        raise DecodeError(f"{path} has a video stream but no frames")
+    entries.sort()
+    pts = np.array([entry[0] for entry in entries], dtype=np.int64)
+    times = pts * float(info.time_base)
+    last_duration = entries[-1][1] * float(info.time_base) or float(1 / info.fps)
+    keyframes = np.flatnonzero([entry[2] for entry in entries])
+    return PacketIndex(info=info, times=times, keyframes=keyframes, end_time=float(times[-1] + last_duration))
