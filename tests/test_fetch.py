@@ -1,0 +1,447 @@
+"""The download udfs against a real HTTP server on 127.0.0.1 serving real videos and hostile answers.
+
+No packet leaves loopback: address rules are checked on addresses without connecting, and the
+blocked redirects and URLs point at loopback addresses outside the allow list.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import sys
+from pathlib import Path
+
+import av
+import pandas as pd
+import pytest
+from loopback_server import (
+    LoopbackServer,
+    endless_responder,
+    failing_then,
+    file_responder,
+    redirect_responder,
+    send_bytes,
+    slow_responder,
+)
+from media import packaged_video
+
+from udfs import fetch_base as status
+from udfs.fetch import VIDEO_FILES_DTYPES, download_batch
+from udfs.fetch_base import FetchFailure, FetchSettings
+from udfs.fetch_http import backoff_s
+from udfs.fetch_safety import blocked_reason, check_address, parse_http_url, resolve_checked
+from udfs.probe import sniff_container
+
+GOOD_VIDEOS = ("bikes", "carphone_pristine", "bigbuckbunny", "transnetv2_test")
+MAX_BYTES = 8_000_000  # over every good video (the largest is 4.8 MB)
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Video</title></head><body>Not here</body></html>"
+
+
+def settings_dict(blob_root: Path, **overrides) -> dict:
+    """The test's `download` section: the loopback server allowed, short timeouts and backoff."""
+    conf = {
+        "blob_root": str(blob_root),
+        "allow_hosts": ["127.0.0.1"],
+        "timeout_s": 3.0,
+        "read_timeout_s": 2.0,
+        "max_bytes": MAX_BYTES,
+        "retries": 2,
+        "backoff_s": 0.05,
+        "backoff_max_s": 0.2,
+        "retry_after_max_s": 2.0,
+        "concurrency": 16,
+        "ytdlp": {"enabled": True, "hosts": ["youtube.com"], "format": "b"},
+    }
+    conf.update(overrides)
+    return conf
+
+
+def row_id(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:20]
+
+
+def pyav_truth(path: Path) -> dict:
+    """What PyAV says about a file, frames counted by decoding every one."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return {"width": stream.codec_context.width, "height": stream.codec_context.height,
+                "fps": float(stream.average_rate), "num_frames": frames,
+                "has_audio": bool(container.streams.audio)}
+
+
+def faststart_copy(source: Path, target: Path) -> Path:
+    """A remux with the index (moov) before the data, so a truncated copy still opens."""
+    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Address and URL rules, without any connection
+
+
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.0.0.2", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "cloud metadata"),
+        ("169.254.1.1", "link-local"),
+        ("100.100.100.200", "cloud metadata"),
+        ("100.64.0.1", "not globally routable"),
+        ("224.0.0.1", "multicast"),
+        ("239.255.255.250", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("fe80::1", "link-local"),
+        ("fc00::1", "private"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("ff02::1", "multicast"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:169.254.169.254", "cloud metadata"),
+        ("::ffff:10.0.0.1", "private"),
+        ("64:ff9b::a9fe:a9fe", "cloud metadata"),
+        ("2002:7f00:1::", "loopback"),
+        ("::7f00:1", "loopback"),
+    ],
+)
+def test_non_public_addresses_are_blocked_with_their_kind(address, reason):
+    assert reason in blocked_reason(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700::6810:85e5", "::ffff:8.8.8.8"])
+def test_public_addresses_pass(address):
+    assert blocked_reason(ipaddress.ip_address(address)) is None
+
+
+def test_allow_hosts_lets_named_hosts_addresses_and_networks_through_and_nothing_else():
+    loopback = ipaddress.ip_address("127.0.0.1")
+    check_address("127.0.0.1", loopback, ["127.0.0.1"])
+    check_address("mirror.internal", ipaddress.ip_address("10.0.0.7"), ["mirror.internal"])
+    check_address("anything", ipaddress.ip_address("10.0.0.7"), ["10.0.0.0/8"])
+    for host, address in (("127.0.0.2", "127.0.0.2"), ("::1", "::1"), ("evil.example", "169.254.169.254")):
+        with pytest.raises(FetchFailure) as failure:
+            check_address(host, ipaddress.ip_address(address), ["127.0.0.1", "mirror.internal"])
+        assert failure.value.status == status.BLOCKED_URL
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("ftp://example.com/a.mp4", status.BLOCKED_URL),
+        ("gopher://example.com/", status.BLOCKED_URL),
+        ("http://user:secret@example.com/a.mp4", status.BLOCKED_URL),
+        ("http://169.254.169.254/latest/meta-data/", status.BLOCKED_URL),
+        ("http://[::ffff:127.0.0.1]:8080/a.mp4", status.BLOCKED_URL),
+        ("http://[::1]/a.mp4", status.BLOCKED_URL),
+        ("http:///a.mp4", status.INVALID_URL),
+        ("http://example.com:99999/a.mp4", status.INVALID_URL),
+    ],
+)
+def test_urls_refused_before_any_connection(url, expected):
+    with pytest.raises(FetchFailure) as failure:
+        parse_http_url(url, ["127.0.0.1"])
+    assert failure.value.status == expected
+
+
+def test_a_name_that_resolves_to_loopback_is_blocked_unless_its_address_is_allowed():
+    with pytest.raises(FetchFailure) as failure:
+        resolve_checked("localhost", 80, [])
+    assert failure.value.status == status.BLOCKED_URL
+    assert "localhost resolves to" in failure.value.message
+    allowed = resolve_checked("localhost", 80, ["127.0.0.1"])
+    assert {sockaddr[0] for _, sockaddr in allowed} == {"127.0.0.1"}
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after_up_to_its_cap(tmp_path):
+    settings = FetchSettings.from_conf(settings_dict(tmp_path, backoff_s=1.0, backoff_max_s=4.0,
+                                                     retry_after_max_s=10.0))
+    assert 0.5 <= backoff_s(0, None, settings) <= 1.0
+    assert 2.0 <= backoff_s(3, None, settings) <= 4.0
+    assert backoff_s(0, 7.0, settings) == 7.0
+    assert backoff_s(0, 3600.0, settings) == 10.0
+
+
+@pytest.mark.parametrize(
+    "head, container",
+    [
+        (b"\x00\x00\x00\x20ftypisom" + bytes(500), "mp4"),
+        (b"\x00\x00\x00\x14ftypqt  " + bytes(500), "mov"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm" + bytes(500), "webm"),
+        (b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\x82\x88matroska" + bytes(500), "mkv"),
+        (b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(500), "avi"),
+        (b"FLV\x01\x05\x00\x00\x00\x09" + bytes(500), "flv"),
+        ((b"\x47" + bytes(187)) * 3, "mpegts"),
+        (b"<!DOCTYPE html><html>" + bytes(500), None),
+        (b'{"error": "not found"}', None),
+        (b"\x89PNG\r\n\x1a\n" + bytes(500), None),
+    ],
+)
+def test_sniffing_recognises_video_containers_only(head, container):
+    assert sniff_container(head) == container
+
+
+# ---------------------------------------------------------------------------------------------
+# One batch against the real server: good videos and every hostile case
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The server, a batch of URLs (good and hostile) and the result of download_batch on them."""
+    work = tmp_path_factory.mktemp("fetch")
+    videos = {name: packaged_video(name) for name in GOOD_VIDEOS}
+    bikes = videos["bikes"].read_bytes()
+    faststart = faststart_copy(videos["bikes"], work / "faststart.mp4").read_bytes()
+    server = LoopbackServer()
+    routes = {f"/{name}.mp4": file_responder(path.read_bytes()) for name, path in videos.items()}
+    routes.update({
+        "/flaky.mp4": failing_then(file_responder(bikes), failures=1, status=500),
+        "/busy.mp4": failing_then(file_responder(bikes), 1, status=429, headers={"Retry-After": "1"}),
+        "/down.mp4": failing_then(file_responder(bikes), failures=100, status=503),
+        "/slow.mp4": slow_responder(bikes, bytes_per_step=64, step_s=0.25),
+        "/huge-length.mp4": lambda h: send_bytes(h, b"", length=MAX_BYTES * 10),
+        "/endless.mp4": endless_responder(bikes[:512], limit=MAX_BYTES * 4),
+        "/page.html": file_responder(HTML_PAGE, "text/html"),
+        "/truncated.mp4": file_responder(bikes[: len(bikes) // 2]),
+        "/truncated-faststart.mp4": file_responder(faststart[: len(faststart) // 2]),
+        "/short-body.mp4": lambda h: send_bytes(h, bikes, length=len(bikes) + 1000),
+        "/to-bikes": redirect_responder("/bikes.mp4", 301),
+        "/to-blocked": redirect_responder(server.url("/bikes.mp4", host="127.0.0.2")),
+        "/to-metadata-mapped": redirect_responder("http://[::ffff:169.254.169.254]/latest/meta-data/"),
+        "/to-file": redirect_responder("file:///etc/passwd"),
+        "/loop": redirect_responder("/loop"),
+    })
+    server.routes.update(routes)
+    cases = {f"good:{name}": f"/{name}.mp4" for name in GOOD_VIDEOS}
+    good_paths = set(cases.values())
+    cases.update({path: path for path in routes if path not in good_paths})
+    cases["/missing.mp4"] = "/missing.mp4"
+    with server:
+        urls = {case: server.url(path) for case, path in cases.items()}
+        urls["ipv6-loopback"] = f"http://[::1]:{server.port}/bikes.mp4"
+        urls["localhost-name"] = server.url("/bikes.mp4", host="localhost")
+        urls["not-a-url"] = "http://"
+        rows = pd.DataFrame({"video_id": [row_id(c) for c in urls], "url": list(urls.values())})
+        rows.loc[len(rows)] = ["../../etc/passwd", server.url("/bikes.mp4")]
+        urls["path-id"] = server.url("/bikes.mp4")
+        blob_root = work / "blobs"
+        result = download_batch(rows, settings_dict(blob_root))
+        by_case = dict(zip(urls, result.to_dict("records"), strict=True))
+        yield {"server": server, "result": result, "rows": by_case, "videos": videos, "blob_root": blob_root,
+               "work": work}
+
+
+def test_the_batch_returns_one_video_files_row_per_input_row(served):
+    result = served["result"]
+    assert list(result.columns) == list(VIDEO_FILES_DTYPES)
+    assert len(result) == len(served["rows"])
+    assert set(result["status"]) <= set(status.STATUSES)
+    assert (result["attempts"] == 1).all()
+
+
+def test_the_video_files_columns_match_the_table_contract():
+    from schemas.tables import VIDEO_FILES
+
+    assert list(VIDEO_FILES_DTYPES) == VIDEO_FILES.fieldNames()
+
+
+@pytest.mark.parametrize("name", GOOD_VIDEOS)
+def test_good_videos_are_stored_and_probe_as_pyav_sees_them(served, name):
+    row = served["rows"][f"good:{name}"]
+    source = served["videos"][name]
+    assert row["status"] == status.OK, row["error"]
+    stored = Path(row["uri"])
+    assert stored.is_file() and stored.read_bytes() == source.read_bytes()
+    assert stored.resolve().is_relative_to(served["blob_root"].resolve())
+    assert row["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert row["bytes"] == source.stat().st_size
+    assert (row["container"], row["codec"]) == ("mp4", "h264")
+    truth = pyav_truth(source)
+    assert (row["width"], row["height"], row["num_frames"], row["has_audio"]) == (
+        truth["width"], truth["height"], truth["num_frames"], truth["has_audio"])
+    assert row["fps"] == pytest.approx(truth["fps"])
+    assert row["duration_s"] == pytest.approx(truth["num_frames"] / truth["fps"], abs=0.1)
+
+
+@pytest.mark.parametrize(
+    "case, expected, message",
+    [
+        ("/missing.mp4", status.HTTP_ERROR, "HTTP 404"),
+        ("/down.mp4", status.HTTP_ERROR, "HTTP 503"),
+        ("/slow.mp4", status.TIMEOUT, "download.timeout_s"),
+        ("/huge-length.mp4", status.TOO_LARGE, "Content-Length"),
+        ("/endless.mp4", status.TOO_LARGE, "passed download.max_bytes"),
+        ("/page.html", status.NOT_VIDEO, "HTML page"),
+        ("/truncated.mp4", status.DECODE_ERROR, "cannot read"),
+        ("/truncated-faststart.mp4", status.DECODE_ERROR, "truncated"),
+        ("/short-body.mp4", status.CONNECTION_ERROR, "body ended"),
+        ("/to-blocked", status.BLOCKED_URL, "127.0.0.2 is a loopback address"),
+        ("/to-metadata-mapped", status.BLOCKED_URL, "cloud metadata"),
+        ("/to-file", status.BLOCKED_URL, "scheme 'file'"),
+        ("/loop", status.HTTP_ERROR, "redirects"),
+        ("ipv6-loopback", status.BLOCKED_URL, "::1 is a loopback address"),
+        ("localhost-name", status.OK, None),
+        ("not-a-url", status.INVALID_URL, "no host"),
+        ("path-id", status.INVALID_ID, "not a hex hash"),
+    ],
+)
+def test_each_case_ends_in_its_status(served, case, expected, message):
+    row = served["rows"][case]
+    assert row["status"] == expected, row["error"]
+    if message:
+        assert message in row["error"]
+    if expected != status.OK:
+        assert pd.isna(row["uri"])
+
+
+def test_a_blocked_redirect_never_reaches_the_blocked_address(served):
+    assert served["server"].count("/to-blocked") == 1
+    assert served["server"].count("/bikes.mp4") == 3  # the good one, the 301 and the localhost name
+
+
+def test_server_errors_are_retried_and_the_retry_succeeds(served):
+    for case in ("/flaky.mp4", "/busy.mp4", "/to-bikes"):
+        assert served["rows"][case]["status"] == status.OK, served["rows"][case]["error"]
+    assert served["server"].count("/flaky.mp4") == 2
+    assert served["server"].count("/down.mp4") == 3  # retries=2: three attempts, then the error
+    assert "after 3 attempts" in served["rows"]["/down.mp4"]["error"]
+
+
+def test_retry_after_is_honoured(served):
+    first, second = served["server"].times("/busy.mp4")
+    assert second - first >= 1.0
+
+
+def test_nothing_is_left_in_the_blob_root_but_the_good_blobs(served):
+    stored = sorted(p for p in served["blob_root"].rglob("*") if p.is_file())
+    ok_uris = sorted(Path(r["uri"]) for r in served["rows"].values() if r["status"] == status.OK)
+    assert stored == ok_uris
+    assert not (served["work"].parent / "etc").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS, local paths, yt-dlp
+
+
+def _self_signed_localhost(folder: Path) -> tuple[Path, Path]:
+    """A certificate for the name `localhost` only (no IP address in it) and its key."""
+    pytest.importorskip("cryptography")
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_checks_the_certificate_against_the_url_host(tmp_path):
+    import ssl
+
+    cert, key = _self_signed_localhost(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    bikes = packaged_video("bikes")
+    with LoopbackServer(tls_context=context) as server:
+        server.routes["/bikes.mp4"] = file_responder(bikes.read_bytes())
+        rows = pd.DataFrame({"video_id": [row_id("tls-name"), row_id("tls-ip"), row_id("tls-untrusted")],
+                             "url": [server.url("/bikes.mp4", host="localhost"), server.url("/bikes.mp4"),
+                                     server.url("/bikes.mp4", host="localhost")]})
+        trusted = download_batch(rows.iloc[:2], settings_dict(tmp_path / "blobs", tls_ca_file=str(cert)))
+        untrusted = download_batch(rows.iloc[2:], settings_dict(tmp_path / "blobs", retries=0))
+    assert trusted["status"].tolist() == [status.OK, status.CONNECTION_ERROR]
+    assert "127.0.0.1" in trusted["error"][1]  # the certificate names localhost, not the address
+    assert trusted["num_frames"][0] == pyav_truth(bikes)["num_frames"]
+    assert untrusted["status"][0] == status.CONNECTION_ERROR
+    assert "certificate verify failed" in untrusted["error"][0]
+
+
+def test_local_paths_are_fetched_only_where_allowed(tmp_path):
+    bikes = packaged_video("bikes")
+    rows = pd.DataFrame({"video_id": [row_id("plain"), row_id("file-url"), row_id("device"), row_id("gone")],
+                         "url": [str(bikes), bikes.as_uri(), "/dev/zero", str(tmp_path / "gone.mp4")]})
+    allowed = download_batch(rows, settings_dict(tmp_path / "blobs", allow_local_paths=True))
+    refused = download_batch(rows, settings_dict(tmp_path / "blobs", allow_local_paths=False))
+    assert allowed["status"].tolist() == [status.OK, status.OK, status.FETCH_ERROR, status.FETCH_ERROR]
+    assert "not a regular file" in allowed["error"][2]
+    assert allowed["sha256"][0] == hashlib.sha256(bikes.read_bytes()).hexdigest()
+    assert (refused["status"] == status.BLOCKED_URL).all()
+
+
+def test_page_urls_go_to_ytdlp_and_its_failure_is_a_status(tmp_path):
+    pytest.importorskip("yt_dlp")
+    bikes = packaged_video("bikes")
+    with LoopbackServer() as server:
+        server.routes["/bikes.mp4"] = file_responder(bikes.read_bytes())
+        server.routes["/watch"] = file_responder(HTML_PAGE, "text/html")
+        rows = pd.DataFrame({"video_id": [row_id("yt-file"), row_id("yt-page")],
+                             "url": [server.url("/bikes.mp4"), server.url("/watch")]})
+        # 127.0.0.1 stands in for a page host: yt-dlp's generic extractor handles both URLs.
+        result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.1"],
+                                                                                "format": "b"}))
+    assert result["status"].tolist() == [status.OK, status.FETCH_ERROR]
+    assert result["num_frames"][0] == pyav_truth(bikes)["num_frames"]
+    assert "yt-dlp" in result["error"][1] and "Unsupported URL" in result["error"][1]
+
+
+def test_page_urls_without_ytdlp_installed_get_fetcher_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yt_dlp", None)  # what `import yt_dlp` meets when it is not installed
+    rows = pd.DataFrame({"video_id": [row_id("yt-missing")], "url": ["https://www.youtube.com/watch?v=AJp_ANXoGoM"]})
+    result = download_batch(rows, settings_dict(tmp_path / "blobs", allow_hosts=[]))
+    assert result["status"][0] == status.FETCHER_UNAVAILABLE
+    assert "pip install yt-dlp" in result["error"][0]
+
+
+def test_a_page_host_that_resolves_to_a_blocked_address_is_not_handed_to_ytdlp(tmp_path):
+    rows = pd.DataFrame({"video_id": [row_id("yt-blocked")], "url": ["http://127.0.0.2/watch?v=x"]})
+    result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.2"]}))
+    assert result["status"][0] == status.BLOCKED_URL
+
+
+def test_retry_attempts_count_up_from_the_previous_row(tmp_path):
+    rows = pd.DataFrame({"video_id": [row_id("again")], "url": ["ftp://example.com/a.mp4"], "attempts": [2]})
+    assert download_batch(rows, settings_dict(tmp_path))["attempts"][0] == 3
+
+
+def test_the_settings_reject_a_missing_blob_root_and_nonsense_limits(tmp_path):
+    with pytest.raises(ValueError, match="blob_root"):
+        FetchSettings.from_conf({"blob_root": None})
+    with pytest.raises(ValueError, match="max_bytes"):
+        FetchSettings.from_conf(settings_dict(tmp_path, max_bytes=0))
+
+
+def test_the_defaults_file_holds_every_setting_the_fetchers_read():
+    from dataclasses import fields
+
+    import yaml
+
+    defaults_file = Path(__file__).parent.parent / "conf/defaults/download.yaml"
+    defaults = yaml.safe_load(defaults_file.read_text())["download"]
+    flat = {k for k in defaults if k != "ytdlp"} | {f"ytdlp_{k}" for k in defaults["ytdlp"]}
+    assert {f.name for f in fields(FetchSettings)} <= flat
