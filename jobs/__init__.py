@@ -1,0 +1,1 @@
+"""Spark jobs: one entry point per stage, and the driver-side plumbing they share."""

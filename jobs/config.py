@@ -1,0 +1,171 @@
+"""Configuration: defaults from conf/defaults/*.yaml, a profile on top, then --set overrides.
+
+Every key a stage reads exists in conf/defaults, so a typo in a profile or in `--set` is an
+error naming the key instead of a setting that silently does nothing.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from udfs.errors import VidlakeError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEFAULTS_DIR = CONF_DIR / "defaults"
+
+# Sections whose keys are free-form (Spark confs, the generic format's column mapping, per-model
+# entries): any key below them is accepted.
+OPEN_SECTIONS = ("spark.conf", "models")
+# Sections whose keys contain dots themselves.
+FLAT_SECTIONS = ("spark.conf",)
+
+
+class ConfigError(VidlakeError):
+    """A configuration key or value that vidlake cannot use."""
+
+
+class Config:
+    """Nested settings with dotted access: `cfg.get("download.timeout_s")`."""
+
+    def __init__(self, data: dict, profile: str):
+        self.data = data
+        self.profile = profile
+
+    def get(self, key: str, default: Any = ...) -> Any:
+        node: Any = self.data
+        for part in _split_key(key):
+            if not isinstance(node, Mapping) or part not in node:
+                if default is not ...:
+                    return default
+                raise ConfigError(f"unknown configuration key {key!r}")
+            node = node[part]
+        return node
+
+    def section(self, name: str) -> dict:
+        """A plain copy of one section, to hand to udfs (which never see this class)."""
+        value = self.get(name)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"configuration key {name!r} is a value, not a section")
+        return copy.deepcopy(dict(value))
+
+    def set(self, key: str, value: Any) -> None:
+        """Override one key, checked like `--set`."""
+        _set_checked(self.data, key, value)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False)
+
+
+def load_config(profile: str = "local", overrides: Iterable[str] = ()) -> Config:
+    """Defaults, then the profile (a name under conf/ or a YAML file path), then `key=value` overrides."""
+    data: dict = {}
+    for path in sorted(DEFAULTS_DIR.glob("*.yaml")):
+        _merge(data, _read_yaml(path), strict=False, where=str(path))
+    profile_path = _profile_path(profile)
+    _merge(data, _read_yaml(profile_path), strict=True, where=str(profile_path))
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_checked(data, key, value)
+    return Config(data, profile)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key=value` with the value parsed as YAML (`[127.0.0.1]` is a list, `5` an int)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key.strip()}: value {raw!r} is not valid YAML ({err})") from None
+    return key.strip(), value
+
+
+def _profile_path(profile: str) -> Path:
+    candidate = Path(profile)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise ConfigError(f"conf file {profile!r} does not exist")
+        return candidate
+    named = CONF_DIR / f"{profile}.yaml"
+    if not named.is_file():
+        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown conf profile {profile!r}; profiles: {', '.join(known)}, or a .yaml path")
+    return named
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def _is_open(key: str) -> bool:
+    return any(key == s or key.startswith(s + ".") for s in OPEN_SECTIONS)
+
+
+def _merge(base: dict, update: Mapping, strict: bool, where: str, prefix: str = "") -> None:
+    for name, value in update.items():
+        key = f"{prefix}{name}"
+        if strict and name not in base and not _is_open(key) and not _is_open(prefix.rstrip(".")):
+            raise ConfigError(f"{where}: unknown configuration key {key!r}")
+        if isinstance(value, Mapping) and isinstance(base.get(name), Mapping):
+            _merge(base[name], value, strict, where, prefix=f"{key}.")
+        elif strict and name in base:
+            base[name] = _checked_value(key, base[name], value)
+        else:
+            base[name] = copy.deepcopy(value)
+
+
+def _split_key(key: str) -> list[str]:
+    """Dotted key to path; below spark.conf the rest is one Spark conf name (`spark.executor.memory`)."""
+    parts = key.split(".")
+    for flat in FLAT_SECTIONS:
+        depth = flat.count(".") + 1
+        if parts[:depth] == flat.split(".") and len(parts) > depth:
+            return [*parts[:depth], ".".join(parts[depth:])]
+    return parts
+
+
+def _set_checked(data: dict, key: str, value: Any) -> None:
+    parts = _split_key(key)
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: i + 1])
+        if part not in node:
+            if not _is_open(here) and not _is_open(".".join(parts[:i])):
+                raise ConfigError(f"unknown configuration key {key!r} (no section {here!r})")
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"configuration key {here!r} is a value, so {key!r} cannot be set")
+        node = node[part]
+    leaf = parts[-1]
+    if leaf in node:
+        node[leaf] = _checked_value(key, node[leaf], value)
+    elif _is_open(key.rpartition(".")[0]) or _is_open(key):
+        node[leaf] = value
+    else:
+        raise ConfigError(f"unknown configuration key {key!r}")
+
+
+def _checked_value(key: str, default: Any, value: Any) -> Any:
+    """The value, if it has the default's kind; ints are accepted where floats are."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, (int, float)):
+        return float(value)
+    elif isinstance(default, (int, str, list, dict)) and isinstance(value, type(default)):
+        return value
+    expected = type(default).__name__
+    raise ConfigError(f"configuration key {key!r} expects a {expected}, got {value!r}")

@@ -1,0 +1,449 @@
+"""The lake: every Delta table vidlake reads and writes, behind one small API.
+
+    lake.read("clips"), lake.append(df, "clips"), lake.upsert(df, "scores"), lake.pending(df, "clips"),
+    lake.sql("SELECT ... FROM clips"), lake.history("clips")
+
+Two engines do the Delta work. `delta-spark` is used when Delta's JVM classes are on Spark's
+classpath (a cluster started with `--packages io.delta:delta-spark_2.13:...`, Databricks).
+`delta-rs` is used everywhere else: Spark's executors write the parquet files (mapInArrow, one
+file per task and partition value), the driver collects their add actions (one small row per
+file) and commits them as one Delta transaction with the `deltalake` package; reads go through
+`spark.read.parquet` over the snapshot's file list. Both produce ordinary Delta tables.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
+
+from schemas.tables import Table, table
+from udfs.errors import VidlakeError
+
+log = logging.getLogger("vidlake")
+
+ENGINES = ("auto", "delta-rs", "delta-spark")
+
+# One row per parquet file a write task produced: what the driver needs for the add action.
+WRITTEN_FILES = StructType(
+    [
+        StructField("path", StringType(), False),
+        StructField("size", LongType(), False),
+        StructField("num_records", LongType(), False),
+        StructField("partition_values", MapType(StringType(), StringType()), False),
+    ]
+)
+
+# Reader features that change which rows or columns a parquet file holds; reading such a table's
+# files directly would return wrong rows, so the delta-rs engine refuses them.
+UNSUPPORTED_READER_FEATURES = ("deletionVectors", "columnMapping")
+
+
+class LakeError(VidlakeError):
+    """A lake operation that cannot be done as asked, with the reason."""
+
+
+class Lake:
+    """The Delta tables under one root (a local folder or an object-store URL)."""
+
+    def __init__(self, spark: SparkSession, root: str, engine: str = "auto", max_rows_per_file: int = 1_000_000):
+        if engine not in ENGINES:
+            raise LakeError(f"unknown lake engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        self.spark = spark
+        self.root = _normalise_root(root)
+        if engine == "auto":
+            from jobs.session import delta_jars_present
+
+            engine = "delta-spark" if delta_jars_present(spark) else "delta-rs"
+        self.engine_name = engine
+        self._engine = DeltaSparkEngine(spark) if engine == "delta-spark" else DeltaRsEngine(spark, max_rows_per_file)
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{table(name).name}"
+
+    def exists(self, name: str) -> bool:
+        return self._engine.exists(self.path(name))
+
+    def read(self, name: str, version: int | None = None) -> DataFrame:
+        """The table (at `version` if given); an empty frame with its schema if it does not exist yet."""
+        contract = table(name)
+        if not self.exists(name):
+            if version is not None:
+                raise LakeError(f"table {name!r} does not exist in {self.root}, so it has no version {version}")
+            return self.spark.createDataFrame([], contract.schema)
+        return self._engine.read(self.path(name), contract, version)
+
+    def append(self, df: DataFrame, name: str) -> None:
+        contract = table(name)
+        self._engine.write(conform(df, contract), self.path(name), contract, "append")
+
+    def overwrite(self, df: DataFrame, name: str) -> None:
+        contract = table(name)
+        self._engine.write(conform(df, contract), self.path(name), contract, "overwrite")
+
+    def upsert(self, df: DataFrame, name: str, keys: tuple | list | None = None) -> None:
+        """MERGE on `keys` (the table's keys by default): a matched row gets the columns `df`
+        carries updated and keeps the others; an unmatched row is inserted. A re-run never
+        duplicates a row."""
+        contract = table(name)
+        keys = tuple(keys or contract.keys)
+        source = conform(df, contract, partial=True, required=keys).dropDuplicates(list(keys))
+        if not self.exists(name):
+            self._engine.write(conform(source, contract), self.path(name), contract, "append")
+            return
+        self._engine.upsert(source, self.path(name), contract, keys)
+
+    def pending(self, df: DataFrame, name: str, keys: tuple | list | None = None) -> DataFrame:
+        """The rows of `df` whose keys have no row in the table yet: the work a stage has left."""
+        keys = list(keys or table(name).keys)
+        if not self.exists(name):
+            return df
+        done = self.read(name).select(*keys).distinct()
+        return df.join(done, on=keys, how="left_anti")
+
+    def history(self, name: str) -> list[dict]:
+        """The table's commits, newest first: version, timestamp, operation and its parameters."""
+        if not self.exists(name):
+            raise LakeError(f"table {name!r} does not exist in {self.root}")
+        return self._engine.history(self.path(name))
+
+    def register_views(self) -> None:
+        """Every lake table as a temporary view of its name, empty where not written yet."""
+        for name in _table_names():
+            self.read(name).createOrReplaceTempView(name)
+
+    def sql(self, query: str) -> DataFrame:
+        self.register_views()
+        return self.spark.sql(query)
+
+
+def _table_names() -> list[str]:
+    from schemas.tables import TABLES
+
+    return list(TABLES)
+
+
+def conform(df: DataFrame, contract: Table, partial: bool = False, required: tuple = ()) -> DataFrame:
+    """`df` cast to the table's column types and order; missing nullable columns become null.
+
+    With `partial`, only the columns `df` has are kept (for upserts), and `required` must be among
+    them. Columns the table does not have are an error naming them: a misspelt column never
+    disappears silently."""
+    fields = {f.name: f for f in contract.schema.fields}
+    unknown = [c for c in df.columns if c not in fields]
+    if unknown:
+        raise LakeError(f"table {contract.name!r} has no column(s) {', '.join(unknown)}")
+    missing_required = [k for k in required if k not in df.columns]
+    if missing_required:
+        raise LakeError(f"writing {contract.name!r} needs the key column(s) {', '.join(missing_required)}")
+    columns: list[Column] = []
+    for name, field in fields.items():
+        if name in df.columns:
+            columns.append(F.col(name).cast(field.dataType).alias(name))
+        elif partial:
+            continue
+        elif field.nullable:
+            columns.append(F.lit(None).cast(field.dataType).alias(name))
+        else:
+            raise LakeError(f"table {contract.name!r} needs column {name!r}, which the rows to write lack")
+    return df.select(*columns)
+
+
+def _normalise_root(root: str) -> str:
+    """Object-store URLs as given; a local root as an absolute path, checked to be usable."""
+    root = root.rstrip("/")
+    if "://" in root or root.startswith("dbfs:"):
+        return root
+    path = Path(root).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise LakeError(f"lake root {path} is not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LakeError(f"lake root {path} cannot be written: no write permission on {existing}")
+    return str(path)
+
+
+class DeltaSparkEngine:
+    """Delta through its JVM implementation (delta-spark); used when its classes are present."""
+
+    def __init__(self, spark: SparkSession):
+        self.spark = spark
+
+    def exists(self, path: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, path)
+
+    def read(self, path: str, contract: Table, version: int | None) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(path)
+
+    def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
+        writer = df.write.format("delta").mode(mode)
+        if contract.partition_by:
+            writer = writer.partitionBy(*contract.partition_by)
+        writer.save(path)
+
+    def upsert(self, source: DataFrame, path: str, contract: Table, keys: tuple) -> None:
+        from delta.tables import DeltaTable
+
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        columns = {c: f"s.`{c}`" for c in source.columns}
+        (
+            DeltaTable.forPath(self.spark, path)
+            .alias("t")
+            .merge(source.alias("s"), condition)
+            .whenMatchedUpdate(set=columns)
+            .whenNotMatchedInsert(values=columns)
+            .execute()
+        )
+
+    def history(self, path: str) -> list[dict]:
+        from delta.tables import DeltaTable
+
+        rows = DeltaTable.forPath(self.spark, path).history().collect()
+        return [row.asDict(recursive=True) for row in rows]
+
+
+class DeltaRsEngine:
+    """Delta through delta-rs: executors write parquet, the driver commits the transaction."""
+
+    def __init__(self, spark: SparkSession, max_rows_per_file: int):
+        self.spark = spark
+        self.max_rows_per_file = max_rows_per_file
+
+    def exists(self, path: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(path)
+
+    def read(self, path: str, contract: Table, version: int | None) -> DataFrame:
+        snapshot = self._open(path, version)
+        files = [_spark_path(uri) for uri in snapshot.file_uris()]
+        if not files:
+            return self.spark.createDataFrame([], contract.schema)
+        df = self.spark.read.schema(contract.schema).option("basePath", _spark_path(path)).parquet(*files)
+        return df.select(*contract.schema.fieldNames())
+
+    def _open(self, path: str, version: int | None = None):
+        from deltalake import DeltaTable
+
+        snapshot = DeltaTable(path, version=version)
+        features = set(snapshot.protocol().reader_features or ())
+        blocked = features.intersection(UNSUPPORTED_READER_FEATURES)
+        if blocked:
+            raise LakeError(
+                f"{path} uses Delta reader feature(s) {', '.join(sorted(blocked))}, which the delta-rs "
+                "engine cannot read through Spark's parquet reader; run with lake.engine=delta-spark"
+            )
+        return snapshot
+
+    def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
+        self._commit(path, contract, mode, adds=self._write_files(df, path, contract), removes=[])
+
+    def upsert(self, source: DataFrame, path: str, contract: Table, keys: tuple) -> None:
+        """Copy-on-write MERGE: the files holding a matched key are rewritten with the updates,
+        new keys are added, and one transaction swaps them in."""
+        snapshot = self._open(path)
+        target = self.read(path, contract, None).withColumn("_file", F.input_file_name())
+        source_keys = source.select(*keys)
+        touched_names = [
+            row._file for row in target.join(source_keys, list(keys), "left_semi").select("_file").distinct().collect()
+        ]
+        inserts = _insertable(source.join(target.select(*keys), list(keys), "left_anti"), contract)
+        if not touched_names:
+            if inserts is not None:
+                self.write(inserts, path, contract, "append")
+            return
+        touched = self.spark.createDataFrame([(n,) for n in touched_names], "_file string")
+        in_touched = target.join(F.broadcast(touched), "_file", "left_semi").drop("_file")
+        kept = in_touched.join(source_keys, list(keys), "left_anti")
+        updated = _apply_updates(in_touched, source, keys)
+        rewritten = conform(kept, contract).unionByName(conform(updated, contract))
+        if inserts is not None:
+            rewritten = rewritten.unionByName(inserts)
+        adds = self._write_files(rewritten, path, contract)
+        removes = _remove_actions(snapshot, touched_names)
+        self._commit(path, contract, "append", adds=adds, removes=removes, operation="upsert")
+
+    def history(self, path: str) -> list[dict]:
+        from deltalake import DeltaTable
+
+        return DeltaTable(path).history()
+
+    def _write_files(self, df: DataFrame, path: str, contract: Table) -> list[dict]:
+        write = _parquet_writer(path, contract, self.max_rows_per_file)
+        return [row.asDict() for row in df.mapInArrow(write, WRITTEN_FILES).collect()]
+
+    def _commit(
+        self, path: str, contract: Table, mode: str, adds: list[dict], removes: list, operation: str | None = None
+    ) -> None:
+        from deltalake import DeltaTable, Schema
+        from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+
+        now = int(time.time() * 1000)
+        actions = [
+            AddAction(
+                path=f["path"],
+                size=f["size"],
+                partition_values=dict(f["partition_values"]),
+                modification_time=now,
+                data_change=True,
+                stats=json.dumps({"numRecords": f["num_records"]}),
+            )
+            for f in adds
+        ]
+        schema = Schema.from_arrow(_arrow_schema(contract.schema))
+        partition_by = list(contract.partition_by) or None
+        properties = CommitProperties(custom_metadata={"vidlake.operation": operation or mode})
+        if not self.exists(path):
+            create_table_with_add_actions(
+                path, schema, actions, mode="error", partition_by=partition_by, commit_properties=properties
+            )
+        elif actions or removes or mode == "overwrite":
+            DeltaTable(path).create_write_transaction(
+                actions + removes, mode, schema, partition_by, commit_properties=properties
+            )
+
+
+def _insertable(new_rows: DataFrame, contract: Table) -> DataFrame | None:
+    """New keys of an upsert as full rows; None when there are none. Rows that lack a column the
+    table requires are an error only if there is such a row to insert."""
+    try:
+        return conform(new_rows, contract)
+    except LakeError as err:
+        if new_rows.isEmpty():
+            return None
+        raise LakeError(f"upsert inserts new keys into {contract.name!r}, but {err}") from None
+
+
+def _apply_updates(in_touched: DataFrame, source: DataFrame, keys: tuple) -> DataFrame:
+    """Matched target rows with the source's non-key columns replacing theirs."""
+    updated_columns = [c for c in source.columns if c not in keys]
+    return in_touched.drop(*updated_columns).join(source, list(keys), "inner")
+
+
+def _remove_actions(snapshot, touched_names: list[str]) -> list:
+    """Remove actions for the snapshot files Spark read as `touched_names` (full URIs)."""
+    from deltalake.transaction import RemoveAction
+
+    touched = {_file_key(n) for n in touched_names}
+    actions = pa.table(snapshot.get_add_actions(flatten=False)).to_pylist()
+    now = int(time.time() * 1000)
+    removes = []
+    for add in actions:
+        if _file_key(add["path"]) in touched:
+            removes.append(
+                RemoveAction(
+                    path=add["path"],
+                    data_change=True,
+                    deletion_timestamp=now,
+                    size=add["size_bytes"],
+                    partition_values=add.get("partition"),
+                )
+            )
+    if len(removes) != len(touched):
+        raise LakeError(f"{snapshot.table_uri}: could not match the files to rewrite to the table's snapshot")
+    return removes
+
+
+def _file_key(path: str) -> str:
+    """A data file's name, the same whether Spark names it by URI or the log by relative path:
+    names carry a random UUID, so the name alone identifies the file within its table."""
+    return unquote(path).rsplit("/", 1)[-1]
+
+
+def _spark_path(uri: str) -> str:
+    return "s3a://" + uri[len("s3://") :] if uri.startswith("s3://") else uri
+
+
+def _arrow_schema(schema: StructType) -> pa.Schema:
+    return to_arrow_schema(schema, timezone="UTC")
+
+
+# Characters Hive (and so Spark and Delta) escape in partition directory names.
+_PATH_UNSAFE = set('"#%\'*/:=?\\\x7f{[]^') | {chr(c) for c in range(0x20)}
+
+
+def _escape_partition_value(value: str | None) -> str:
+    if value is None:
+        return "__HIVE_DEFAULT_PARTITION__"
+    return "".join(f"%{ord(c):02X}" if c in _PATH_UNSAFE else c for c in value)
+
+
+def _parquet_writer(path: str, contract: Table, max_rows_per_file: int):
+    """The mapInArrow function that writes one task's rows as parquet files under the table and
+    yields one WRITTEN_FILES row per file. Partition columns go in the directory, not the file."""
+    partition_by = list(contract.partition_by)
+    file_schema = _arrow_schema(StructType([f for f in contract.schema.fields if f.name not in partition_by]))
+    file_schema = pa.schema([f.with_nullable(True) for f in file_schema])
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyarrow import fs
+        from pyarrow import parquet as pq
+
+        filesystem, root = fs.FileSystem.from_uri(path)
+        open_files: dict[tuple, list] = {}
+        finished: list[dict] = []
+
+        def close(key: tuple) -> None:
+            writer, relative, rows = open_files.pop(key)
+            writer.close()
+            size = filesystem.get_file_info(f"{root}/{relative}").size
+            finished.append({"path": relative, "size": size, "num_records": rows, "partition_values": dict(key)})
+
+        def open_file(key: tuple) -> list:
+            directory = "/".join(f"{quote(k)}={_escape_partition_value(v)}" for k, v in key)
+            relative = (f"{directory}/" if directory else "") + f"part-{uuid.uuid4().hex}.snappy.parquet"
+            filesystem.create_dir(f"{root}/{relative}".rsplit("/", 1)[0], recursive=True)
+            open_files[key] = [pq.ParquetWriter(f"{root}/{relative}", file_schema, filesystem=filesystem), relative, 0]
+            return open_files[key]
+
+        for batch in batches:
+            for key, part in _split_by_partition(batch, partition_by):
+                rows = pa.Table.from_batches([part]).select(file_schema.names).cast(file_schema)
+                while rows.num_rows:
+                    entry = open_files.get(key) or open_file(key)
+                    chunk = rows.slice(0, max_rows_per_file - entry[2])
+                    entry[0].write_table(chunk)
+                    entry[2] += chunk.num_rows
+                    rows = rows.slice(chunk.num_rows)
+                    if entry[2] >= max_rows_per_file:
+                        close(key)
+        for key in list(open_files):
+            close(key)
+        if finished:
+            yield pa.RecordBatch.from_pylist(finished, schema=_arrow_schema(WRITTEN_FILES))
+
+    return write
+
+
+def _split_by_partition(batch: pa.RecordBatch, partition_by: list[str]) -> Iterator[tuple[tuple, pa.RecordBatch]]:
+    """(partition key, rows) pairs of one batch; the key is a tuple of (column, value as text)."""
+    if not partition_by:
+        yield (), batch
+        return
+    import pyarrow.compute as pc
+
+    table_ = pa.Table.from_batches([batch])
+    keys = table_.select(partition_by).group_by(partition_by).aggregate([]).to_pylist()
+    for key in keys:
+        mask = None
+        for column, value in key.items():
+            cond = pc.is_null(table_[column]) if value is None else pc.equal(table_[column], value)
+            mask = cond if mask is None else pc.and_(mask, cond)
+        part = table_.filter(mask).combine_chunks().to_batches()
+        if part:
+            yield tuple((c, None if v is None else str(v)) for c, v in key.items()), part[0]

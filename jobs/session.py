@@ -1,0 +1,62 @@
+"""The one place a Spark session is built from a profile."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from jobs.config import Config
+
+log = logging.getLogger("vidlake")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Confs every vidlake session needs, whatever the profile says: timestamps written as Delta
+# expects them, and partition values read back as the strings they were written as.
+REQUIRED_CONF = {
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+}
+
+
+def build_spark(cfg: Config) -> SparkSession:
+    """The session of the profile: the active one where a platform made it (Databricks,
+    spark-submit's own), else a new one with the profile's master and confs."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    _put_project_on_worker_path()
+    builder = SparkSession.builder.appName(cfg.get("spark.app_name"))
+    master = cfg.get("spark.master")
+    if master:
+        builder = builder.master(master)
+    for key, value in {**cfg.get("spark.conf"), **REQUIRED_CONF}.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    for key, value in REQUIRED_CONF.items():
+        spark.conf.set(key, value)
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def _put_project_on_worker_path() -> None:
+    """Local Python workers inherit this environment: let them import jobs/udfs/schemas from a
+    checkout that is not pip-installed. (On a cluster, spark-submit's --py-files does this.)"""
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(PROJECT_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, paths)])
+
+
+def delta_jars_present(spark: SparkSession) -> bool:
+    """True when Delta's JVM classes are on the driver's classpath (delta-spark installed as a
+    package or built into the platform)."""
+    try:
+        jvm = spark.sparkContext._jvm
+        jvm.java.lang.Class.forName(
+            "io.delta.tables.DeltaTable", True, jvm.Thread.currentThread().getContextClassLoader()
+        )
+        return True
+    except Exception:  # noqa: BLE001 - py4j raises its own error type for ClassNotFoundException
+        return False

@@ -1,0 +1,140 @@
+"""The lake on real Spark and real Delta tables: what a user reads back is what was written."""
+from __future__ import annotations
+
+import datetime as dt
+
+import deltalake
+import pyarrow as pa
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.lake import Lake, LakeError
+from jobs.session import delta_jars_present
+from schemas.ids import video_id
+from schemas.tables import VIDEOS
+
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def video_rows(source: str, ids: range, caption: str = "a dog, \"running\" on the beach") -> list[dict]:
+    return [
+        dict(
+            video_id=video_id(source, str(i)), source=source, source_video_id=str(i), url=f"https://e.org/{i}.mp4",
+            caption=caption, duration_s=float(i), ingest_batch="b1", ingested_at=NOW,
+            clip_hints=[dict(start_s=0.5, end_s=2.0, caption="hint", score=0.4)], extra={"page_dir": "x"},
+        )
+        for i in ids
+    ]
+
+
+def test_append_reads_back_in_spark_and_in_plain_deltalake(spark, lake):
+    rows = video_rows("webvid10m", range(6)) + video_rows("my set/with=odd#chars", range(3))
+    lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+
+    back = {r.video_id: r for r in lake.read("videos").collect()}
+    assert len(back) == 9
+    first = back[video_id("my set/with=odd#chars", "0")]
+    assert first.source == "my set/with=odd#chars"
+    assert first.clip_hints[0].caption == "hint" and first.extra == {"page_dir": "x"}
+    assert first.ingested_at.replace(tzinfo=dt.timezone.utc) == NOW or first.ingested_at == NOW.replace(tzinfo=None)
+
+    table = deltalake.DeltaTable(lake.path("videos"))
+    assert table.metadata().partition_columns == ["source"]
+    arrow = pa.table(table.to_pyarrow_table())
+    assert arrow.num_rows == 9
+    assert set(arrow.column_names) == set(VIDEOS.fieldNames())
+    assert sorted(set(arrow.column("source").to_pylist())) == ["my set/with=odd#chars", "webvid10m"]
+    assert arrow.schema.field("ingested_at").type == pa.timestamp("us", tz="UTC")
+
+
+def test_missing_table_reads_as_empty_with_its_schema(lake):
+    clips = lake.read("clips")
+    assert clips.count() == 0
+    assert "clip_id" in clips.columns and not lake.exists("clips")
+
+
+def test_upsert_updates_only_the_given_columns_and_never_duplicates(spark, lake):
+    lake.append(spark.createDataFrame([("c1", 5.0, 0.1), ("c2", 4.0, 0.2)], "clip_id string, aesthetic double, "
+                                      "pwatermark double"), "scores")
+    motion = spark.createDataFrame([("c1", 3.5), ("c3", 7.0)], "clip_id string, motion double")
+    lake.upsert(motion, "scores")
+    lake.upsert(motion, "scores")
+
+    rows = {r.clip_id: r for r in lake.read("scores").collect()}
+    assert sorted(rows) == ["c1", "c2", "c3"]
+    assert (rows["c1"].aesthetic, rows["c1"].pwatermark, rows["c1"].motion) == (5.0, 0.1, 3.5)
+    assert rows["c2"].motion is None and rows["c2"].aesthetic == 4.0
+    assert rows["c3"].motion == 7.0 and rows["c3"].aesthetic is None
+    assert pa.table(deltalake.DeltaTable(lake.path("scores")).to_pyarrow_table()).num_rows == 3
+
+
+def test_upsert_of_new_keys_needs_the_required_columns(spark, lake):
+    lake.append(spark.createDataFrame(video_rows("webvid10m", range(2)), VIDEOS), "videos")
+    recaption = spark.createDataFrame([(video_id("webvid10m", "1"), "new words")], "video_id string, caption string")
+    lake.upsert(recaption, "videos")
+    assert lake.read("videos").filter(F.col("caption") == "new words").count() == 1
+
+    unknown = spark.createDataFrame([(video_id("webvid10m", "99"), "x")], "video_id string, caption string")
+    with pytest.raises(LakeError, match="source"):
+        lake.upsert(unknown, "videos")
+
+
+def test_pending_is_what_the_table_does_not_have_yet(spark, lake):
+    lake.append(spark.createDataFrame([("c1",), ("c2",)], "clip_id string"), "scores")
+    todo = spark.createDataFrame([("c1",), ("c2",), ("c3",)], "clip_id string")
+    assert [r.clip_id for r in lake.pending(todo, "scores").collect()] == ["c3"]
+
+
+def test_versions_history_and_overwrite(spark, lake):
+    lake.append(spark.createDataFrame([("c1", 1.0)], "clip_id string, motion double"), "scores")
+    lake.append(spark.createDataFrame([("c2", 2.0)], "clip_id string, motion double"), "scores")
+    lake.overwrite(spark.createDataFrame([("c9", 9.0)], "clip_id string, motion double"), "scores")
+
+    assert [r.clip_id for r in lake.read("scores").collect()] == ["c9"]
+    assert sorted(r.clip_id for r in lake.read("scores", version=1).collect()) == ["c1", "c2"]
+    history = lake.history("scores")
+    assert [h["version"] for h in history] == [2, 1, 0]
+
+
+def test_every_table_is_a_sql_view(spark, lake):
+    lake.append(spark.createDataFrame([("c1", 4.7), ("c2", 6.1)], "clip_id string, aesthetic double"), "scores")
+    result = lake.sql("SELECT clip_id FROM scores WHERE aesthetic > 5 ORDER BY clip_id").collect()
+    assert [r.clip_id for r in result] == ["c2"]
+    assert lake.sql("SELECT count(*) AS n FROM clips").first().n == 0
+
+
+def test_writes_reject_columns_the_table_does_not_have(spark, lake):
+    with pytest.raises(LakeError, match="aesthetik"):
+        lake.append(spark.createDataFrame([("c1", 1.0)], "clip_id string, aesthetik double"), "scores")
+
+
+def test_unknown_table_is_a_clear_error(lake):
+    with pytest.raises(KeyError, match="no lake table named 'clipz'"):
+        lake.read("clipz")
+
+
+def test_a_lake_root_that_is_a_file_is_a_clear_error(spark, tmp_path):
+    not_a_folder = tmp_path / "lake"
+    not_a_folder.write_text("oops")
+    with pytest.raises(LakeError, match="not a folder"):
+        Lake(spark, str(not_a_folder))
+
+
+def test_large_writes_roll_files_at_the_row_limit(spark, tmp_path):
+    lake = Lake(spark, str(tmp_path / "lake"), max_rows_per_file=1000)
+    df = spark.range(5000).select(F.concat(F.lit("c"), F.col("id").cast("string")).alias("clip_id"))
+    lake.append(df.repartition(1), "scores")
+    table = deltalake.DeltaTable(lake.path("scores"))
+    assert len(table.file_uris()) == 5
+    assert lake.read("scores").count() == 5000
+
+
+def test_delta_spark_engine(spark, tmp_path):
+    if not delta_jars_present(spark):
+        pytest.skip("Delta's JVM jars are not on Spark's classpath here (no Maven repository to fetch "
+                    "io.delta:delta-spark from); this runs where they are, e.g. spark-submit --packages")
+    lake = Lake(spark, str(tmp_path / "lake"), engine="delta-spark")
+    lake.append(spark.createDataFrame([("c1", 1.0)], "clip_id string, motion double"), "scores")
+    lake.upsert(spark.createDataFrame([("c1", 2.0), ("c2", 3.0)], "clip_id string, motion double"), "scores")
+    assert sorted((r.clip_id, r.motion) for r in lake.read("scores").collect()) == [("c1", 2.0), ("c2", 3.0)]
+    assert deltalake.DeltaTable(lake.path("scores")).version() == 1
