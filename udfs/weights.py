@@ -25,6 +25,7 @@ class ModelSource:
     path: str | None
     kind: str  # "file" (a weights file), "hf" (a transformers directory or hub id)
     origin: str  # where to get the weights, for the error message
+    revision: str | None = None  # a hub id's branch, tag or commit (None: main)
 
 
 def is_local(path: str) -> bool:
@@ -56,12 +57,15 @@ def _hub_snapshot(source: ModelSource, allow_download: bool) -> str:
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(source.path, local_files_only=True)
+        return snapshot_download(source.path, revision=source.revision, local_files_only=True)
     except Exception as cached_error:  # noqa: BLE001 - any failure means "not in the cache"
         if not allow_download:
-            raise _missing(source, f"hub id {source.path!r} is not in the local Hugging Face cache") from cached_error
+            where = f"hub id {source.path!r}" + (f" at revision {source.revision!r}" if source.revision else "")
+            raise _missing(source, f"{where} is not in the local Hugging Face cache") from cached_error
     try:
-        return snapshot_download(source.path, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+        return snapshot_download(
+            source.path, revision=source.revision, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]
+        )
     except Exception as error:  # noqa: BLE001 - network, auth and not-found errors all mean missing weights
         raise _missing(source, f"downloading hub id {source.path!r} failed ({error})") from error
 
