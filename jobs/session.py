@@ -32,13 +32,25 @@ def build_spark(cfg: Config) -> SparkSession:
     master = cfg.get("spark.master")
     if master:
         builder = builder.master(master)
-    for key, value in {**cfg.get("spark.conf"), **REQUIRED_CONF}.items():
+    confs = {**_delta_spark_conf(cfg), **cfg.get("spark.conf"), **REQUIRED_CONF}
+    for key, value in confs.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     for key, value in REQUIRED_CONF.items():
         spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _delta_spark_conf(cfg: Config) -> dict:
+    """Delta's SQL extension and catalog, when the profile asks for the delta-spark engine (they
+    cannot be set on a guess: naming absent classes would stop the session from starting)."""
+    if cfg.get("lake.engine") != "delta-spark":
+        return {}
+    return {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    }
 
 
 def _put_project_on_worker_path() -> None:
