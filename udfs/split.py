@@ -137,6 +137,11 @@ class SceneSplitter:
             self._check_resolution(info)
             scenes = scenes_from_cuts(detected.cuts[self.detector_name], timeline.num_frames)
         clips = self.rules.clips(scenes, timeline)
+        if not clips:
+            raise ClipError(
+                f"no clips: none of its {len(scenes)} scene(s) reaches split.clips.min_clip_s "
+                f"({self.rules.min_clip_s} s) after dropping {self.rules.drop_at_cut_s} s at each cut"
+            )
         return clips, info, timeline, problems
 
     def _check_resolution(self, info: VideoInfo) -> None:
@@ -151,6 +156,11 @@ class SceneSplitter:
     ) -> list[dict]:
         params = self.detector_params()
         spans = self.materializer.align(uri, clips, self.rules.min_frames(timeline.fps))
+        if not spans:
+            raise ClipError(
+                f"no clips: split.materialize=copy found no keyframes around its {len(clips)} clip(s) "
+                f"leaving at least {self.rules.min_clip_s} s"
+            )
         rows = []
         for index, span in enumerate(spans):
             cid = clip_id(video_id, span.start, span.end)

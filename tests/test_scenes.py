@@ -1,0 +1,319 @@
+"""Scene detection and clip rules on real H.264 video: synthetic videos with exactly known cuts, and
+the footage PyPI packages ship. No Spark here (tests/test_split_job.py runs the job)."""
+from __future__ import annotations
+
+import copy
+from fractions import Fraction
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from media import Fade, Shot, make_video, packaged_video, standard_segments
+
+from jobs.config import load_config
+from udfs.decode import DecodeError, FrameSpec, VideoDecoder, index_packets
+from udfs.scenes import (
+    ClipRules,
+    Scene,
+    Timeline,
+    TransNetV2Cuts,
+    build_detector,
+    hint_scenes,
+    resolution_bucket,
+    scenes_from_cuts,
+)
+from udfs.split import SceneSplitter, detect_cuts
+
+TOLERANCE = 2  # frames
+
+
+def precision_recall(found: list[int], truth: list[int], tolerance: int = TOLERANCE) -> tuple[float, float]:
+    """Each true cut matches at most one found cut within the tolerance."""
+    unmatched = list(truth)
+    hits = 0
+    for cut in found:
+        near = [t for t in unmatched if abs(t - cut) <= tolerance]
+        if near:
+            unmatched.remove(min(near, key=lambda t: abs(t - cut)))
+            hits += 1
+    return hits / max(1, len(found)), (len(truth) - len(unmatched)) / max(1, len(truth))
+
+
+@pytest.fixture(scope="module")
+def conf() -> dict:
+    return load_config("local").section("split")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[str, list[int]]:
+    """Hard cuts, a fade through black, a dissolve, a static shot with a moving object, a flash."""
+    path = tmp_path_factory.mktemp("synthetic") / "standard.mp4"
+    truth = make_video(path, standard_segments(), fps=25, size=(320, 180))
+    return str(path), truth
+
+
+@pytest.fixture(scope="module")
+def detected(synthetic, conf):
+    """One decoding pass feeding all four frame detectors."""
+    path, _ = synthetic
+    detectors = [build_detector(name, conf) for name in ("content", "adaptive", "threshold", "transnetv2")]
+    return detect_cuts(path, detectors, conf["decode"])
+
+
+# Floors a bit under what each detector reaches on the standard synthetic video (6 true cuts),
+# measured here: content 5/6 found, one false cut on the flash; adaptive 5/6, no false cut;
+# transnetv2 5/6 (misses the quick fade), one false cut on the flash. All miss nothing else.
+FLOORS = {"content": (0.8, 0.8), "adaptive": (0.95, 0.8), "transnetv2": (0.8, 0.8)}
+
+
+@pytest.mark.parametrize("detector", sorted(FLOORS))
+def test_detector_precision_and_recall_on_synthetic_cuts(detector, synthetic, detected):
+    _, truth = synthetic
+    precision, recall = precision_recall(detected.cuts[detector], truth)
+    min_precision, min_recall = FLOORS[detector]
+    assert precision >= min_precision, (detector, detected.cuts[detector], truth)
+    assert recall >= min_recall, (detector, detected.cuts[detector], truth)
+
+
+def test_no_detector_cuts_a_static_shot_with_a_moving_object(synthetic, detected):
+    segments = standard_segments()
+    static_start = sum(s.frames for s in segments[:4])
+    static_end = static_start + segments[4].frames
+    for name, cuts in detected.cuts.items():
+        inside = [c for c in cuts if static_start + TOLERANCE < c < static_end - TOLERANCE]
+        assert not inside, f"{name} cut the static shot at {inside}"
+
+
+def test_adaptive_detector_ignores_a_flash(detected):
+    segments = standard_segments()
+    flash_shot_start = sum(s.frames for s in segments[:6])
+    flash = flash_shot_start + segments[6].flashes[0][0]
+    assert all(abs(c - flash) > 3 for c in detected.cuts["adaptive"]), detected.cuts["adaptive"]
+
+
+def test_threshold_detector_finds_fades_through_black_and_only_them(tmp_path, conf):
+    segments = [Shot(40, 1), Fade(12), Shot(40, 2), Shot(40, 3), Fade(16), Shot(40, 4), Fade(10), Shot(40, 5)]
+    truth = make_video(tmp_path / "fades.mp4", segments, fps=25)
+    fades = [truth[0], truth[2], truth[3]]
+    cuts = detect_cuts(tmp_path / "fades.mp4", [build_detector("threshold", conf)], conf["decode"]).cuts["threshold"]
+    precision, recall = precision_recall(cuts, fades)
+    assert (precision, recall) == (1.0, 1.0), (cuts, fades)
+
+
+def test_all_detectors_read_their_frames_from_one_decoding_pass(synthetic, detected):
+    path, _ = synthetic
+    with av.open(path) as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    assert detected.timeline.num_frames == len(times)
+    np.testing.assert_allclose(detected.timeline.times, times)
+    assert set(detected.cuts) == {"content", "adaptive", "threshold", "transnetv2"}
+
+
+def test_transnetv2_batched_streaming_matches_the_packages_predict_frames(synthetic):
+    path, _ = synthetic
+    with VideoDecoder(path, {"small": FrameSpec(48, 27, "rgb24")}, batch_frames=37) as decoder:
+        frames = np.concatenate([batch.frames["small"] for batch in decoder.batches()])[:140]
+    ours = TransNetV2Cuts(threshold=0.4, batch_windows=2)
+    ours.load()
+    reference, _ = ours._model.predict_frames(torch.from_numpy(frames), quiet=True)
+    np.testing.assert_allclose(ours.predict(frames), reference.numpy(), atol=1e-5)
+
+
+def test_transnetv2_and_content_agree_on_real_footage(conf):
+    path = packaged_video("bikes")
+    detectors = [build_detector("content", conf), build_detector("transnetv2", conf)]
+    cuts = detect_cuts(path, detectors, conf["decode"]).cuts
+    precision, recall = precision_recall(cuts["transnetv2"], cuts["content"])
+    assert len(cuts["content"]) >= 4
+    assert precision >= 0.8 and recall >= 0.8, cuts
+
+
+def timeline_of(num_frames: int, fps: int = 25) -> Timeline:
+    return Timeline(Fraction(fps), np.arange(num_frames) / fps, num_frames / fps)
+
+
+def rules(**changes) -> ClipRules:
+    values = dict(min_clip_s=2.0, max_clip_s=10.0, drop_at_cut_s=0.5, skip_start_s=0.0, skip_end_s=0.0,
+                  min_short_side=0)
+    values.update(changes)
+    return ClipRules(**values)
+
+
+def test_a_short_scene_is_dropped_never_merged_into_its_neighbour():
+    # 25 fps: scenes of 4 s, 1 s, 4 s. The 1 s scene is dropped; no clip spans a cut.
+    cuts = [100, 125]
+    clips = rules().clips(scenes_from_cuts(cuts, 225), timeline_of(225))
+    assert [(c.start, c.end) for c in clips] == [(0, 88), (137, 225)]
+    for clip in clips:
+        assert not any(clip.start < cut < clip.end for cut in cuts)
+
+
+def test_a_long_scene_is_cut_into_equal_pieces_of_at_most_the_maximum():
+    clips = rules().clips(scenes_from_cuts([], 25 * 25), timeline_of(25 * 25))
+    lengths = [c.end - c.start for c in clips]
+    assert len(clips) == 3 and max(lengths) <= 250 and min(lengths) >= 50
+    assert clips[0].start == 0 and clips[-1].end == 625
+    assert all(a.end == b.start for a, b in zip(clips, clips[1:], strict=False))  # one scene: no frames dropped
+
+
+def test_frames_are_dropped_at_cuts_but_not_at_the_video_ends_and_skips_apply():
+    timeline = timeline_of(500)
+    clips = rules().clips(scenes_from_cuts([250], 500), timeline)
+    assert [(c.start, c.end) for c in clips] == [(0, 238), (262, 500)]
+    skipped = rules(skip_start_s=1.0, skip_end_s=2.0).clips(scenes_from_cuts([250], 500), timeline)
+    assert [(c.start, c.end) for c in skipped] == [(25, 238), (262, 450)]
+
+
+def test_hints_are_snapped_to_frames_and_checked_against_the_real_duration():
+    timeline = timeline_of(250)  # 10 s
+    hints = [
+        {"start_s": 0.5, "end_s": 3.01},
+        {"start_s": 4.0, "end_s": 10.4},  # runs past the end: cut at the end
+        {"start_s": 11.0, "end_s": 14.0},  # starts after the end: rejected
+        {"start_s": 5.0, "end_s": 5.0},  # empty: rejected
+    ]
+    scenes, problems = hint_scenes(hints, timeline)
+    assert scenes == [Scene(12, 75), Scene(100, 250)]
+    assert len(problems) == 2 and "starts after the video ends" in problems[0] and "not a span" in problems[1]
+
+
+def test_resolution_buckets_follow_the_short_side():
+    assert resolution_bucket(1920, 1080) == "1080p"
+    assert resolution_bucket(1080, 1920) == "1080p"
+    assert resolution_bucket(640, 272) == "240p"
+    assert resolution_bucket(1280, 720) == "720p"
+    assert resolution_bucket(160, 90) == "<240p"
+
+
+def frame_times(path) -> list[float]:
+    with av.open(str(path)) as container:
+        return [frame.time for frame in container.decode(video=0)]
+
+
+def test_clips_of_real_footage_respect_the_rules_and_agree_with_pyav(conf):
+    path = packaged_video("transnetv2_test")
+    rows = SceneSplitter(conf, "content").split_one("test", str(path))
+    clips = pd.DataFrame(rows)
+    assert clips["split_error"].isna().all()
+    times = frame_times(path)
+    assert len(clips) >= 5
+    assert (clips["clip_index"] == range(len(clips))).all()
+    assert (clips["start_frame"].iloc[1:].to_numpy() >= clips["end_frame"].iloc[:-1].to_numpy()).all()
+    lengths_s = clips["end_s"] - clips["start_s"]
+    assert lengths_s.min() >= 2.0 - 1e-9 and lengths_s.max() <= 10.0 + 1e-9
+    for clip in clips.itertuples():
+        assert clip.start_s == pytest.approx(times[clip.start_frame], abs=1e-6)
+        end_time = times[clip.end_frame] if clip.end_frame < len(times) else times[-1] + 1 / 25
+        assert clip.end_s == pytest.approx(end_time, abs=1e-6)
+        assert clip.num_frames == clip.end_frame - clip.start_frame
+        assert (clip.width, clip.height, clip.fps, clip.uri) == (160, 90, 25.0, str(path))
+        assert clip.aspect_ratio == pytest.approx(90 / 160)
+
+
+def test_without_drops_or_minimum_the_clips_cover_the_video_exactly(conf):
+    path = packaged_video("bikes")
+    loose = copy.deepcopy(conf)
+    loose["clips"].update(min_clip_s=0.0, drop_at_cut_s=0.0, max_clip_s=3.0)
+    clips = pd.DataFrame(SceneSplitter(loose, "adaptive").split_one("bikes", str(path)))
+    assert clips["start_frame"].iloc[0] == 0 and clips["end_frame"].iloc[-1] == len(frame_times(path))
+    assert (clips["start_frame"].iloc[1:].to_numpy() == clips["end_frame"].iloc[:-1].to_numpy()).all()
+    assert (clips["end_s"] - clips["start_s"]).max() <= 3.0 + 1e-9
+
+
+def decoded(path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def test_copied_clips_decode_to_their_recorded_frames(conf, tmp_path):
+    path = packaged_video("bikes")
+    settings = copy.deepcopy(conf)
+    settings["materialize"] = "copy"
+    settings["clips"].update(min_clip_s=1.0)  # bikes' shots are about 2 s long
+    rows = SceneSplitter(settings, "content", clip_root=str(tmp_path / "clips")).split_one("bikes", str(path))
+    clips = pd.DataFrame(rows)
+    assert clips["split_error"].isna().all() and len(clips) >= 3
+    keyframes = set(index_packets(path).keyframes.tolist())
+    source = decoded(path)
+    for clip in clips.itertuples():
+        assert clip.uri.startswith(str(tmp_path / "clips" / "bikes"))
+        frames = decoded(clip.uri)
+        assert len(frames) == clip.num_frames == clip.end_frame - clip.start_frame
+        assert clip.start_frame in keyframes
+        np.testing.assert_array_equal(frames[0], source[clip.start_frame])
+
+
+def test_reencoded_clips_are_frame_accurate_at_the_conf_size_and_rate(conf, synthetic, tmp_path):
+    path, _ = synthetic
+    settings = copy.deepcopy(conf)
+    settings["materialize"] = "reencode"
+    settings["clips"].update(min_clip_s=1.0, drop_at_cut_s=0.1)  # the synthetic shots are 1.6 s long
+    splitter = SceneSplitter(settings, "adaptive", clip_root=str(tmp_path / "clips"))
+    clips = pd.DataFrame(splitter.split_one("synthetic", path))
+    assert clips["split_error"].isna().all() and len(clips) >= 4
+    source = decoded(path)
+    for clip in clips.itertuples():
+        frames = decoded(clip.uri)
+        assert len(frames) == clip.num_frames == clip.end_frame - clip.start_frame
+        errors = [np.abs(frames[0].astype(int) - source[i].astype(int)).mean() for i in
+                  (clip.start_frame - 1, clip.start_frame, clip.start_frame + 1)]
+        assert errors[1] < min(errors[0], errors[2]), errors
+
+    settings["reencode"].update(fps=12.5, max_short_side=90)
+    splitter = SceneSplitter(settings, "adaptive", clip_root=str(tmp_path / "half"))
+    for clip in pd.DataFrame(splitter.split_one("synthetic", path)).itertuples():
+        with av.open(clip.uri) as container:
+            stream = container.streams.video[0]
+            count = sum(1 for _ in container.decode(stream))
+            assert (stream.width, stream.height) == (clip.width, clip.height) == (160, 90)
+        assert count == clip.num_frames == pytest.approx((clip.end_frame - clip.start_frame) / 2, abs=1)
+        assert clip.fps == 12.5
+
+
+def test_bad_videos_give_error_rows_and_the_batch_goes_on(conf, synthetic, tmp_path):
+    good, _ = synthetic
+    not_video = tmp_path / "noise.mp4"
+    not_video.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(open(good, "rb").read()[:20_000])
+    empty = tmp_path / "empty.mp4"
+    with av.open(str(empty), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = 64, 64
+    videos = pd.DataFrame(
+        {
+            "video_id": ["noise", "truncated", "empty", "missing", "good"],
+            "uri": [str(not_video), str(truncated), str(empty), str(tmp_path / "missing.mp4"), good],
+        }
+    )
+    loose = copy.deepcopy(conf)
+    loose["clips"].update(min_clip_s=1.0, drop_at_cut_s=0.1)
+    rows = SceneSplitter(loose, "content")(videos)
+    errors = rows[rows["split_error"].notna()].set_index("video_id")["split_error"]
+    assert sorted(errors.index) == ["empty", "missing", "noise", "truncated"]
+    assert all(reason for reason in errors)
+    assert (rows.loc[rows["split_error"].isna(), "video_id"] == "good").all()
+    assert (rows["video_id"] == "good").sum() >= 3
+
+
+def test_a_video_whose_scenes_are_all_too_short_is_an_error_row_not_left_pending(conf, synthetic):
+    path, _ = synthetic  # 1.6 s shots: none reaches the default 2 s minimum
+    rows = SceneSplitter(conf, "content").split_one("short", path)
+    assert len(rows) == 1 and "2.0 s" in rows[0]["split_error"], rows
+
+
+def test_a_video_below_the_minimum_resolution_is_an_error_row(conf):
+    strict = copy.deepcopy(conf)
+    strict["clips"]["min_short_side"] = 240
+    rows = SceneSplitter(strict, "content").split_one("small", str(packaged_video("carphone_pristine")))
+    assert len(rows) == 1 and "176x144" in rows[0]["split_error"]
+
+
+def test_decoder_refuses_a_file_without_video(tmp_path):
+    path = tmp_path / "text.mp4"
+    path.write_text("not a video")
+    with pytest.raises(DecodeError):
+        with VideoDecoder(path, {"small": FrameSpec(64)}) as decoder:
+            list(decoder.batches())
