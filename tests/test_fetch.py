@@ -69,9 +69,10 @@ def pyav_truth(path: Path) -> dict:
                 "has_audio": bool(container.streams.audio)}
 
 
-def faststart_copy(source: Path, target: Path) -> Path:
-    """A remux with the index (moov) before the data, so a truncated copy still opens."""
-    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as out:
+def remux(source: Path, target: Path, container_format: str, options: dict | None = None) -> Path:
+    """The video stream of `source` copied (not re-encoded) into another container."""
+    with av.open(str(source)) as src, av.open(str(target), "w", format=container_format,
+                                             options=options or {}) as out:
         stream = out.add_stream_from_template(src.streams.video[0])
         for packet in src.demux(src.streams.video[0]):
             if packet.dts is not None:
@@ -201,9 +202,16 @@ def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("fetch")
     videos = {name: packaged_video(name) for name in GOOD_VIDEOS}
     bikes = videos["bikes"].read_bytes()
-    faststart = faststart_copy(videos["bikes"], work / "faststart.mp4").read_bytes()
+    # MP4 with its index first (so a truncated copy still opens); MPEG-TS and Matroska record no
+    # frame count, so their frames are counted by demuxing.
+    faststart = remux(videos["bikes"], work / "faststart.mp4", "mp4", {"movflags": "faststart"}).read_bytes()
+    remuxed = {"bikes_ts": remux(videos["bikes"], work / "bikes.ts", "mpegts"),
+               "bikes_mkv": remux(videos["bikes"], work / "bikes.mkv", "matroska")}
+    videos.update(remuxed)
     server = LoopbackServer()
     routes = {f"/{name}.mp4": file_responder(path.read_bytes()) for name, path in videos.items()}
+    routes["/bikes_ts.mp4"] = file_responder(remuxed["bikes_ts"].read_bytes(), "video/mp2t")
+    routes["/bikes_mkv.mp4"] = file_responder(remuxed["bikes_mkv"].read_bytes(), "video/x-matroska")
     routes.update({
         "/flaky.mp4": failing_then(file_responder(bikes), failures=1, status=500),
         "/busy.mp4": failing_then(file_responder(bikes), 1, status=429, headers={"Retry-After": "1"}),
@@ -214,6 +222,7 @@ def served(tmp_path_factory):
         "/page.html": file_responder(HTML_PAGE, "text/html"),
         "/truncated.mp4": file_responder(bikes[: len(bikes) // 2]),
         "/truncated-faststart.mp4": file_responder(faststart[: len(faststart) // 2]),
+        "/last-bytes-missing.mp4": file_responder(faststart[:-100]),
         "/short-body.mp4": lambda h: send_bytes(h, bikes, length=len(bikes) + 1000),
         "/to-bikes": redirect_responder("/bikes.mp4", 301),
         "/to-blocked": redirect_responder(server.url("/bikes.mp4", host="127.0.0.2")),
@@ -222,7 +231,7 @@ def served(tmp_path_factory):
         "/loop": redirect_responder("/loop"),
     })
     server.routes.update(routes)
-    cases = {f"good:{name}": f"/{name}.mp4" for name in GOOD_VIDEOS}
+    cases = {f"good:{name}": f"/{name}.mp4" for name in videos}
     good_paths = set(cases.values())
     cases.update({path: path for path in routes if path not in good_paths})
     cases["/missing.mp4"] = "/missing.mp4"
@@ -255,8 +264,11 @@ def test_the_video_files_columns_match_the_table_contract():
     assert list(VIDEO_FILES_DTYPES) == VIDEO_FILES.fieldNames()
 
 
-@pytest.mark.parametrize("name", GOOD_VIDEOS)
-def test_good_videos_are_stored_and_probe_as_pyav_sees_them(served, name):
+@pytest.mark.parametrize("name, container", [
+    ("bikes", "mp4"), ("carphone_pristine", "mp4"), ("bigbuckbunny", "mp4"), ("transnetv2_test", "mp4"),
+    ("bikes_ts", "mpegts"), ("bikes_mkv", "mkv"),
+])
+def test_good_videos_are_stored_and_probe_as_pyav_sees_them(served, name, container):
     row = served["rows"][f"good:{name}"]
     source = served["videos"][name]
     assert row["status"] == status.OK, row["error"]
@@ -265,7 +277,8 @@ def test_good_videos_are_stored_and_probe_as_pyav_sees_them(served, name):
     assert stored.resolve().is_relative_to(served["blob_root"].resolve())
     assert row["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert row["bytes"] == source.stat().st_size
-    assert (row["container"], row["codec"]) == ("mp4", "h264")
+    assert (row["container"], row["codec"]) == (container, "h264")
+    assert stored.name == f"{row['video_id']}.{container}"
     truth = pyav_truth(source)
     assert (row["width"], row["height"], row["num_frames"], row["has_audio"]) == (
         truth["width"], truth["height"], truth["num_frames"], truth["has_audio"])
@@ -284,6 +297,7 @@ def test_good_videos_are_stored_and_probe_as_pyav_sees_them(served, name):
         ("/page.html", status.NOT_VIDEO, "HTML page"),
         ("/truncated.mp4", status.DECODE_ERROR, "cannot read"),
         ("/truncated-faststart.mp4", status.DECODE_ERROR, "truncated"),
+        ("/last-bytes-missing.mp4", status.DECODE_ERROR, "cut short"),
         ("/short-body.mp4", status.CONNECTION_ERROR, "body ended"),
         ("/to-blocked", status.BLOCKED_URL, "127.0.0.2 is a loopback address"),
         ("/to-metadata-mapped", status.BLOCKED_URL, "cloud metadata"),
@@ -445,3 +459,11 @@ def test_the_defaults_file_holds_every_setting_the_fetchers_read():
     defaults = yaml.safe_load(defaults_file.read_text())["download"]
     flat = {k for k in defaults if k != "ytdlp"} | {f"ytdlp_{k}" for k in defaults["ytdlp"]}
     assert {f.name for f in fields(FetchSettings)} <= flat
+
+
+@pytest.mark.parametrize("name", GOOD_VIDEOS)
+def test_counting_every_packet_agrees_with_the_recorded_frame_count(name):
+    from udfs.probe import probe_video
+
+    path = packaged_video(name)
+    assert probe_video(path, count_all_packets=True) == probe_video(path, count_all_packets=False)

@@ -60,7 +60,7 @@ class FetchSettings:
     backoff_max_s: float = 30.0
     retry_after_max_s: float = 60.0
     concurrency: int = 16
-    probe_demux: bool = True
+    count_frames_by_demux: bool = False
     spool_dir: str | None = None
     user_agent: str = "vidlake/0.1"
     tls_ca_file: str | None = None

@@ -2,8 +2,8 @@
 
 `sniff_container` looks only at the first bytes, so a download of an HTML error page stops
 after a few hundred bytes instead of running to the size cap. `probe_video` opens the file,
-decodes its first frame (a file that does not decode is not a training video) and counts the
-video packets by demuxing, which also catches a file cut short after its index.
+decodes its first frame (a file that does not decode is not a training video) and checks that
+the file holds all the frames its index promises.
 """
 from __future__ import annotations
 
@@ -84,35 +84,39 @@ def describe_head(head: bytes) -> str:
     return f"unknown bytes {head[:16]!r}"
 
 
-def probe_video(path: str | Path, count_packets: bool = True) -> Probe:
+def probe_video(path: str | Path, count_all_packets: bool = False) -> Probe:
     """Opens `path` with PyAV and describes its first video stream.
 
-    The frame count is the stream's own when the container records it; with `count_packets`
-    every video packet is demuxed (no decoding) and counted, which gives the count for
-    containers that do not record it (WebM, MPEG-TS) and catches a truncated file, whose index
-    promises frames that are not there."""
+    The frame count is the stream's own when the container records it (MP4, MOV), and then
+    only the last packets are read, to check they are all there: a file cut short after its
+    index promises frames it does not hold. Where the container records no count (WebM,
+    MPEG-TS), or with `count_all_packets`, every video packet is demuxed (not decoded) and
+    counted, which also catches a cut."""
     import av
 
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
-            return _probe_open(container, count_packets)
+            return _probe_open(container, count_all_packets)
     except av.error.FFmpegError as err:
         raise ProbeError(f"PyAV cannot read the file: {err}") from None
 
 
-def _probe_open(container, count_packets: bool) -> Probe:
+def _probe_open(container, count_all_packets: bool) -> Probe:
     if not container.streams.video:
         raise ProbeError("the file has no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "SLICE"
     stream.codec_context.thread_count = 1
     header_frames = int(stream.frames or 0)
-    counted, decoded_one = _demux(container, stream, count_packets)
-    if not decoded_one:
-        raise ProbeError("no frame of the video stream decodes")
-    if count_packets and header_frames and counted < header_frames:
-        raise ProbeError(f"truncated: the index lists {header_frames} frames, the file holds {counted}")
-    num_frames = counted if count_packets else header_frames
+    count_all = count_all_packets or not header_frames or not stream.duration
+    counted = _decode_first_frame(container, stream, count_all)
+    if count_all:
+        if header_frames and counted < header_frames:
+            raise ProbeError(f"truncated: the index lists {header_frames} frames, the file holds {counted}")
+        num_frames = counted
+    else:
+        _check_tail(container, stream)
+        num_frames = header_frames
     if num_frames <= 0:
         raise ProbeError("the video stream has no frames")
     rate = stream.average_rate or stream.guessed_rate
@@ -129,26 +133,57 @@ def _probe_open(container, count_packets: bool) -> Probe:
     )
 
 
-def _demux(container, stream, count_packets: bool) -> tuple[int, bool]:
-    """(video packets counted, whether a frame decoded): one pass that decodes until the first
-    frame and, with `count_packets`, demuxes the rest without decoding."""
+def _decode_first_frame(container, stream, count_all: bool) -> int:
+    """Demuxes from the start until a frame decodes (ProbeError if none does); with `count_all`
+    goes on demuxing, without decoding, to the end. Returns the video packets seen."""
     import av
 
-    counted, decoded_one = 0, False
+    counted, decoded = 0, False
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
+            if packet.is_corrupt:
+                raise ProbeError(f"truncated or corrupt: packet {counted} of the video stream is damaged")
             counted += 1
-            if not decoded_one:
-                decoded_one = bool(packet.decode())
-            elif not count_packets:
+            if not decoded:
+                decoded = bool(packet.decode())
+            elif not count_all:
                 break
-        if not decoded_one:
-            decoded_one = bool(stream.codec_context.decode(None))
+        if not decoded:
+            decoded = bool(stream.codec_context.decode(None))
     except av.error.FFmpegError as err:
         raise ProbeError(f"corrupt video data after {counted} packets: {err}") from None
-    return counted, decoded_one
+    if not decoded:
+        raise ProbeError("no frame of the video stream decodes")
+    return counted
+
+
+def _check_tail(container, stream) -> None:
+    """Reads the packets from the last keyframe on: they must be whole and reach the stream's end."""
+    import av
+
+    end = (stream.start_time or 0) + stream.duration
+    rate = stream.average_rate or stream.guessed_rate
+    slack = 2 / (float(rate) * float(stream.time_base)) if rate else 0
+    reached = None
+    try:
+        container.seek(end, stream=stream, backward=True)
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if packet.is_corrupt:
+                raise ProbeError("truncated: the last packets of the video stream are cut short")
+            packet_end = packet.pts + (packet.duration or 0)
+            reached = packet_end if reached is None else max(reached, packet_end)
+    except av.error.FFmpegError as err:
+        raise ProbeError(f"truncated or corrupt near the end: {err}") from None
+    should_last = f"the video stream should last {float(end * stream.time_base):.2f} s"
+    if reached is None:
+        raise ProbeError(f"truncated: none of the last packets is in the file ({should_last})")
+    if reached < end - slack:
+        ends = float(reached * stream.time_base)
+        raise ProbeError(f"truncated: {should_last}, the file's data ends at {ends:.2f} s")
 
 
 def _duration_s(container, stream, num_frames: int, fps: float | None) -> float | None:

@@ -1,0 +1,167 @@
+"""`vidlake download`: fetch and probe the videos that have no `video_files` row yet.
+
+    vidlake download [--lake DIR] [--limit N] [--retry-failed]
+    spark-submit jobs/download.py [--lake DIR] [--limit N] [--retry-failed]
+
+The work is split into batches of `download.commit_every` videos (by a hash of the video id, so
+no list of ids ever goes through the driver). Each batch is one Spark job over many tasks, each
+task downloading `download.concurrency` videos at once, and ends in one Delta commit. A crash
+loses at most the batch in flight; a re-run starts from the anti-join against `video_files`
+again, so nothing committed is fetched twice and no row is duplicated. A blob written by a lost
+batch has no row, so it is not counted as done: the re-run fetches that video again and replaces it.
+
+With `--retry-failed`, videos whose row has a status other than `ok` are fetched again first,
+and the new row replaces the old one (`attempts` counts the downloads tried).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.accumulators import AccumulatorParam
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.config import Config
+from jobs.context import JobContext
+from jobs.progress import StageLog
+from schemas.tables import VIDEO_FILES
+from udfs.errors import VidlakeError
+from udfs.fetch import download_batch
+from udfs.fetch_base import OK, FetchSettings
+
+STAGE = "download"
+TABLE = "video_files"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, metavar="N", help="download at most N videos in this run")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="also fetch again the videos whose last download failed (the new row replaces "
+                        "the old one)")
+
+
+def run(ctx: JobContext, args: argparse.Namespace) -> int:
+    conf = download_conf(ctx.cfg, ctx.lake.root)
+    if args.limit is not None and args.limit < 0:
+        raise VidlakeError(f"--limit must be 0 or more, got {args.limit}")
+    log = StageLog(STAGE)
+    log.note(f"blobs under {conf['blob_root']}")
+    statuses: Counter = Counter()
+    remaining = args.limit
+    if args.retry_failed:
+        statuses += download_all(ctx, failed_videos(ctx), conf, log, remaining, replace=True)
+        remaining = None if remaining is None else remaining - sum(statuses.values())
+    statuses += download_all(ctx, new_videos(ctx), conf, log, remaining, replace=False)
+    rows = sum(statuses.values())
+    failed = rows - statuses[OK]
+    log.done(rows, failed, **{status: n for status, n in sorted(statuses.items())})
+    return 0
+
+
+def download_conf(cfg: Config, lake_root: str) -> dict:
+    """The `download` section with its defaults resolved: the blob root beside the lake's tables,
+    local paths allowed as the ingest stage allows them. Checked here, on the driver."""
+    conf = cfg.section("download")
+    if not conf.get("blob_root"):
+        conf["blob_root"] = f"{lake_root.rstrip('/')}/blobs"
+    if conf.get("allow_local_paths") is None:
+        conf["allow_local_paths"] = bool(cfg.get("ingest.allow_local_paths"))
+    try:
+        FetchSettings.from_conf(conf)
+    except (TypeError, ValueError) as err:
+        raise VidlakeError(f"download configuration: {err}") from None
+    if int(conf["commit_every"]) <= 0:
+        raise VidlakeError(f"download.commit_every must be positive, got {conf['commit_every']!r}")
+    return conf
+
+
+def new_videos(ctx: JobContext) -> DataFrame:
+    """Videos with no `video_files` row: (video_id, url, attempts = 0)."""
+    videos = ctx.lake.read("videos").select("video_id", "url")
+    return ctx.lake.pending(videos, TABLE).withColumn("attempts", F.lit(0))
+
+
+def failed_videos(ctx: JobContext) -> DataFrame:
+    """Videos whose `video_files` row is a failure, with the URL `videos` has for them now."""
+    failed = ctx.lake.read(TABLE).where(F.col("status") != OK).select("video_id", "attempts")
+    return ctx.lake.read("videos").select("video_id", "url").join(failed, "video_id")
+
+
+def download_all(ctx: JobContext, todo: DataFrame, conf: dict, log: StageLog, limit: int | None,
+                 replace: bool) -> Counter:
+    """Downloads `todo` in batches of `download.commit_every`, one Delta commit per batch."""
+    tasks = int(conf.get("partitions_per_batch") or ctx.spark.sparkContext.defaultParallelism)
+    todo = todo.select("video_id", "url", F.coalesce("attempts", F.lit(0)).cast("int").alias("attempts"))
+    # Hash-partitioned by id with an explicit count: every batch runs as `tasks` tasks (adaptive
+    # execution does not coalesce an explicit repartition), and the dedup needs no second shuffle.
+    todo = todo.repartition(tasks, "video_id").dropDuplicates(["video_id"])
+    if limit is not None:
+        todo = todo.limit(limit).repartition(tasks, "video_id")
+    todo = todo.persist(StorageLevel.DISK_ONLY)
+    try:
+        total = todo.count()
+        if total == 0:
+            return Counter()
+        batches = math.ceil(total / int(conf["commit_every"]))
+        keyed = todo.withColumn("_batch", F.pmod(F.xxhash64("video_id"), F.lit(batches)))
+        what = "failed videos to fetch again" if replace else "videos to fetch"
+        log.note(f"{total} {what} in {batches} batch(es) of about {conf['commit_every']}, {tasks} tasks each")
+        statuses: Counter = Counter()
+        for batch in range(batches):
+            counts = _commit_batch(ctx, keyed.where(F.col("_batch") == batch).drop("_batch"), conf, replace)
+            statuses += counts
+            log.note(f"batch {batch + 1}/{batches} committed: {sum(counts.values())} videos, {counts[OK]} ok")
+        return statuses
+    finally:
+        todo.unpersist()
+
+
+def _commit_batch(ctx: JobContext, rows: DataFrame, conf: dict, replace: bool) -> Counter:
+    """Downloads one batch and commits its rows; returns the rows per status."""
+    counter = ctx.spark.sparkContext.accumulator(Counter(), StatusCounter())
+    results = rows.mapInPandas(_downloader(conf, counter), schema=VIDEO_FILES)
+    if not replace:
+        ctx.lake.append(results, TABLE)
+        return Counter(counter.value)
+    # A MERGE reads its source more than once: keep the downloads' rows so each video is fetched once.
+    results = results.persist(StorageLevel.DISK_ONLY)
+    try:
+        results.count()
+        ctx.lake.upsert(results, TABLE)
+        return Counter(counter.value)
+    finally:
+        results.unpersist()
+
+
+def _downloader(conf: dict, counter):
+    def download(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        settings = FetchSettings.from_conf(conf)
+        for rows in batches:
+            result = download_batch(rows, settings)
+            counter.add(Counter(result["status"].tolist()))
+            yield result
+
+    return download
+
+
+class StatusCounter(AccumulatorParam):
+    """Rows per status, summed over the tasks (for the log line; a retried task may count twice)."""
+
+    def zero(self, value: Counter) -> Counter:
+        return Counter()
+
+    def addInPlace(self, value1: Counter, value2: Counter) -> Counter:  # noqa: N802 - pyspark's name
+        value1.update(value2)
+        return value1
+
+
+if __name__ == "__main__":
+    from jobs.cli import main_for
+
+    sys.exit(main_for(STAGE))

@@ -1,0 +1,192 @@
+"""`vidlake download` end to end: real Spark local[2], real Delta tables, a real loopback server.
+
+The resume test kills a real job process (its whole process group: the Python driver and its
+Spark JVM) right after its first Delta commit, then runs the job again.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from loopback_server import LoopbackServer, file_responder
+from media import packaged_video
+
+from jobs.context import JobContext
+from jobs.download import download_conf, run
+from schemas.ids import video_id
+from schemas.tables import VIDEOS
+from udfs.errors import VidlakeError
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+HINTS = [{"start_s": 0.5, "end_s": 3.0, "caption": "a bike rides past", "score": 0.47},
+         {"start_s": 4.0, "end_s": 8.5, "caption": "another bike", "score": 0.51}]
+
+
+def video_row(source: str, source_id: str, url: str, hints: list | None = None) -> dict:
+    return {"video_id": video_id(source, source_id), "source": source, "source_video_id": source_id,
+            "url": url, "caption": f"video {source_id}", "duration_s": None, "clip_hints": hints,
+            "extra": {"k": "v"}, "ingest_batch": "test", "ingested_at": NOW}
+
+
+def job_args(**overrides) -> argparse.Namespace:
+    return argparse.Namespace(**{"limit": None, "retry_failed": False, **overrides})
+
+
+def test_settings(cfg, **overrides) -> None:
+    values = {"allow_hosts": ["127.0.0.1"], "timeout_s": 5.0, "read_timeout_s": 3.0, "retries": 1,
+              "backoff_s": 0.05, "backoff_max_s": 0.1, "commit_every": 4, "concurrency": 4, **overrides}
+    for key, value in values.items():
+        cfg.set(f"download.{key}", value)
+
+
+test_settings.__test__ = False  # a helper, not a test
+
+
+def ok_rows_have_their_blobs(rows) -> None:
+    for row in rows:
+        if row.status == "ok":
+            blob = Path(row.uri)
+            assert blob.is_file(), row
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == row.sha256
+
+
+@pytest.fixture
+def served_videos():
+    """A server with three real videos (each under two URLs), an HTML page and a missing file."""
+    names = ("bikes", "carphone_pristine", "bigbuckbunny")
+    files = {name: packaged_video(name).read_bytes() for name in names}
+    with LoopbackServer() as server:
+        for name, data in files.items():
+            for copy in ("a", "b"):
+                server.routes[f"/{copy}/{name}.mp4"] = file_responder(data)
+        server.routes["/page.html"] = file_responder(b"<!DOCTYPE html><html>gone</html>", "text/html")
+        yield server, files
+
+
+def test_download_job_fills_video_files_once_per_video_and_resumes(spark, cfg, lake, served_videos):
+    server, files = served_videos
+    rows = [video_row("webvid10m", f"{copy}-{name}", server.url(f"/{copy}/{name}.mp4"))
+            for name in files for copy in ("a", "b")]
+    rows.append(video_row("panda70m", "../../etc/passwd", server.url("/a/bikes.mp4"), hints=HINTS))
+    rows.append(video_row("webvid10m", "html", server.url("/page.html")))
+    rows.append(video_row("webvid10m", "later", server.url("/later/bikes.mp4")))
+    lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+    videos_before = sorted(map(repr, lake.read("videos").collect()))
+    videos_version = len(lake.history("videos"))
+    test_settings(cfg)
+    ctx = JobContext(cfg, spark, lake)
+
+    assert run(ctx, job_args(limit=4)) == 0
+    assert lake.read("video_files").count() == 4
+
+    assert run(ctx, job_args()) == 0
+    files_rows = {r.video_id: r for r in lake.read("video_files").collect()}
+    assert sorted(files_rows) == sorted(r["video_id"] for r in rows)
+    status = {r["source_video_id"]: files_rows[r["video_id"]].status for r in rows}
+    failures = {"html": "not_video", "later": "http_error"}
+    assert status == {**{r["source_video_id"]: "ok" for r in rows[:7]}, **failures}
+    ok_rows_have_their_blobs(files_rows.values())
+    blob_root = Path(lake.root) / "blobs"
+    assert {Path(r.uri) for r in files_rows.values() if r.uri} == set(blob_root.rglob("*.mp4"))
+    passwd = files_rows[video_id("panda70m", "../../etc/passwd")]
+    assert Path(passwd.uri).parent.parent == blob_root and passwd.num_frames == 250
+    assert len(lake.history("video_files")) >= 3  # several commits: commit_every is 4
+
+    requests_before = len(server.requests)
+    versions_before = len(lake.history("video_files"))
+    assert run(ctx, job_args()) == 0
+    assert len(server.requests) == requests_before  # nothing done is fetched again
+    assert len(lake.history("video_files")) == versions_before
+
+    server.routes["/later/bikes.mp4"] = file_responder(files["bikes"])
+    assert run(ctx, job_args(retry_failed=True)) == 0
+    after = {r.video_id: r for r in lake.read("video_files").collect()}
+    assert len(after) == len(rows) and lake.read("video_files").count() == len(rows)
+    later = after[video_id("webvid10m", "later")]
+    assert (later.status, later.attempts, later.num_frames) == ("ok", 2, 250)
+    assert after[video_id("webvid10m", "html")].attempts == 2
+    assert all(after[v].attempts == 1 for v in after if files_rows[v].status == "ok")
+    ok_rows_have_their_blobs(after.values())
+
+    assert sorted(map(repr, lake.read("videos").collect())) == videos_before  # clip hints untouched
+    assert len(lake.history("videos")) == videos_version
+
+
+def test_blob_root_defaults_beside_the_tables_and_bad_settings_are_refused(cfg, lake):
+    conf = download_conf(cfg, lake.root)
+    assert conf["blob_root"] == f"{lake.root}/blobs"
+    assert conf["allow_local_paths"] is False
+    cfg.set("ingest.allow_local_paths", True)
+    assert download_conf(cfg, lake.root)["allow_local_paths"] is True
+    cfg.set("download.allow_local_paths", False)
+    assert download_conf(cfg, lake.root)["allow_local_paths"] is False
+    cfg.set("download.commit_every", 0)
+    with pytest.raises(VidlakeError, match="commit_every"):
+        download_conf(cfg, lake.root)
+
+
+def _delayed(data: bytes, delay_s: float):
+    def respond(handler) -> None:
+        time.sleep(delay_s)
+        file_responder(data)(handler)
+
+    return respond
+
+
+def _kill_group(job: subprocess.Popen) -> None:
+    """SIGKILL the job's process group: its Python driver and the Spark JVM it started."""
+    try:
+        os.killpg(job.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    job.wait()
+
+
+def test_a_job_killed_after_its_first_commit_resumes_without_duplicates(spark, cfg, lake, tmp_path):
+    bikes = packaged_video("carphone_pristine").read_bytes()
+    count = 12
+    with LoopbackServer() as server:
+        server.routes["/v/"] = _delayed(bikes, 0.3)
+        rows = [video_row("webvid10m", str(i), server.url(f"/v/{i}.mp4")) for i in range(count)]
+        lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+        overrides = ["download.allow_hosts=[127.0.0.1]", "download.commit_every=3", "download.concurrency=2",
+                     "spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions='2'"]
+        command = [sys.executable, str(ROOT / "jobs" / "download.py"), "--lake", lake.root]
+        command += [arg for item in overrides for arg in ("--set", item)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        first_commit = Path(lake.path("video_files")) / "_delta_log" / f"{0:020d}.json"
+        with open(tmp_path / "job.log", "wb") as job_log:
+            job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=job_log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+            try:
+                deadline = time.monotonic() + 180
+                while not first_commit.exists() and job.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                _kill_group(job)
+        assert first_commit.exists(), (tmp_path / "job.log").read_text()
+        committed = {r.video_id for r in lake.read("video_files").collect()}
+        assert 0 < len(committed) < count  # killed with work left
+
+        test_settings(cfg, concurrency=4, commit_every=8)
+        assert run(JobContext(cfg, spark, lake), job_args()) == 0
+
+        files_rows = lake.read("video_files").collect()
+        assert len(files_rows) == count
+        assert sorted(r.video_id for r in files_rows) == sorted(r["video_id"] for r in rows)
+        assert all(r.status == "ok" for r in files_rows)
+        ok_rows_have_their_blobs(files_rows)
+        by_id = {r["video_id"]: r["url"] for r in rows}
+        for video in committed:  # a committed video is never fetched again
+            assert server.count(by_id[video].split(str(server.port))[1]) == 1
+        blob_root = Path(lake.root) / "blobs"
+        assert {Path(r.uri) for r in files_rows} == set(blob_root.rglob("*.mp4"))
