@@ -155,6 +155,12 @@ def test_urls_refused_before_any_connection(url, expected):
     assert failure.value.status == expected
 
 
+def test_hosts_and_paths_are_sent_in_their_ascii_forms():
+    target = parse_http_url("http://例え.jp:8080/a clip/ü.mp4?t=1 2", [])
+    assert (target.host, target.port, target.path) == ("xn--r8jz45g.jp", 8080, "/a%20clip/%C3%BC.mp4?t=1%202")
+    assert parse_http_url("https://example.com/a%20b.mp4", []).path == "/a%20b.mp4"
+
+
 def test_a_name_that_resolves_to_loopback_is_blocked_unless_its_address_is_allowed():
     with pytest.raises(FetchFailure) as failure:
         resolve_checked("localhost", 80, [])

@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from udfs.fetch_base import BLOCKED_URL, CONNECTION_ERROR, INVALID_URL, FetchFailure
 
@@ -35,6 +35,9 @@ CLOUD_METADATA = frozenset(
 # IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64 translates them to it).
 NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# Characters left as they are in a request path: the URL syntax, and existing %XX escapes. Spaces,
+# control characters and non-ASCII text are percent-encoded.
+URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 @dataclass(frozen=True)
@@ -154,18 +157,26 @@ def parse_http_url(url: str, allow_hosts: Sequence[str]) -> HttpTarget:
     if scheme not in ("http", "https"):
         shown = scheme or "(none)"
         raise FetchFailure(BLOCKED_URL, f"scheme {shown!r} is not fetched; only http and https are")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise FetchFailure(INVALID_URL, f"URL has no host: {url!r}")
+    host = _ascii_host(parts.hostname or "", url)
     if parts.username or parts.password:
         raise FetchFailure(BLOCKED_URL, "URLs with credentials (user:password@host) are not fetched")
     literal = _as_address(host)
     if literal is not None:
         check_address(host, literal, allow_hosts)
-    path = parts.path or "/"
+    path = quote(parts.path or "/", safe=URL_SAFE)
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + quote(parts.query, safe=URL_SAFE)
     return HttpTarget(url, scheme, host, port or (443 if scheme == "https" else 80), path)
+
+
+def _ascii_host(host: str, url: str) -> str:
+    """The host in the ASCII form DNS and the Host header take (IDNA for international names)."""
+    if not host:
+        raise FetchFailure(INVALID_URL, f"URL has no host: {url!r}")
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise FetchFailure(INVALID_URL, f"host {host!r} is not a valid domain name") from None
 
 
 def resolve_checked(host: str, port: int, allow_hosts: Sequence[str]) -> list[tuple]:
