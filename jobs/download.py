@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -56,7 +57,7 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     remaining = args.limit
     if args.retry_failed:
         statuses += download_all(ctx, failed_videos(ctx), conf, log, remaining, replace=True)
-        remaining = None if remaining is None else remaining - sum(statuses.values())
+        remaining = None if remaining is None else max(0, remaining - sum(statuses.values()))
     statuses += download_all(ctx, new_videos(ctx), conf, log, remaining, replace=False)
     rows = sum(statuses.values())
     failed = rows - statuses[OK]
@@ -65,11 +66,14 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
 
 
 def download_conf(cfg: Config, lake_root: str) -> dict:
-    """The `download` section with its defaults resolved: the blob root beside the lake's tables,
-    local paths allowed as the ingest stage allows them. Checked here, on the driver."""
+    """The `download` section with its defaults resolved: the blob root beside the lake's tables
+    (a relative folder made absolute, so every worker writes to the same place), local paths
+    allowed as the ingest stage allows them. Checked here, on the driver."""
     conf = cfg.section("download")
     if not conf.get("blob_root"):
         conf["blob_root"] = f"{lake_root.rstrip('/')}/blobs"
+    elif "://" not in conf["blob_root"]:
+        conf["blob_root"] = os.path.abspath(os.path.expanduser(conf["blob_root"]))
     if conf.get("allow_local_paths") is None:
         conf["allow_local_paths"] = bool(cfg.get("ingest.allow_local_paths"))
     try:

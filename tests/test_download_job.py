@@ -129,6 +129,8 @@ def test_blob_root_defaults_beside_the_tables_and_bad_settings_are_refused(cfg, 
     assert download_conf(cfg, lake.root)["allow_local_paths"] is True
     cfg.set("download.allow_local_paths", False)
     assert download_conf(cfg, lake.root)["allow_local_paths"] is False
+    cfg.set("download.blob_root", "relative/blobs")
+    assert download_conf(cfg, lake.root)["blob_root"] == str(Path("relative/blobs").resolve())
     cfg.set("download.commit_every", 0)
     with pytest.raises(VidlakeError, match="commit_every"):
         download_conf(cfg, lake.root)
