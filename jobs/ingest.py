@@ -485,9 +485,10 @@ def classify(candidates: DataFrame, lake, fmt: sources.SourceFormat, settings: d
     """Every candidate with its status: rejected (reason), folded (a later row with the key and URL
     of the first), or accepted; in_lake marks videos the lake already has, which are not added again.
 
-    Order of the rules: a row's own problems (malformed, no id, URL), then a conflict with the URL
-    the lake has for its video, then duplicates among the remaining rows, the first in file order
-    winning."""
+    The rules, in order: a row's own problems (malformed, no id, URL); a later row whose URL is not
+    the first row's (the first in file order wins); a URL that is not the one the lake has for the
+    video (the lake's row is older than any input row); a later row with the first one's URL is
+    folded. Re-ingesting a file therefore gives every row the status and reason it had the first time."""
     source_video_id = F.col("source_video_id")
     df = candidates.withColumn(
         "video_id", F.when(source_video_id.isNotNull(), video_id_column(fmt.name, source_video_id))
@@ -495,9 +496,6 @@ def classify(candidates: DataFrame, lake, fmt: sources.SourceFormat, settings: d
     df = df.withColumn("reject", F.coalesce("reject", url_problem(F.col("url"), settings["allow_local_paths"])))
     existing = lake.read("videos").where(F.col("source") == fmt.name)
     df = df.join(existing.select("video_id", F.col("url").alias("_lake_url")), "video_id", "left")
-    lake_conflict = F.col("_lake_url").isNotNull() & (F.col("_lake_url") != F.col("url"))
-    lake_reason = F.concat(F.lit(f"{parse.CONFLICTS_WITH_LAKE}: "), F.substring("_lake_url", 1, 200))
-    df = df.withColumn("reject", F.coalesce("reject", F.when(lake_conflict, lake_reason)))
     valid = F.col("reject").isNull()
     key = F.when(valid, F.col("row_key")).otherwise(F.concat(F.lit("\u0000"), F.col("_pos").cast("string")))
     by_key = Window.partitionBy(key).orderBy(*ORDER)
@@ -512,7 +510,9 @@ def classify(candidates: DataFrame, lake, fmt: sources.SourceFormat, settings: d
     conflict_reason = F.concat(
         F.lit(f"{parse.CONFLICTING_DUPLICATE}: the first row with this id has "), F.substring("_first_url", 1, 200)
     )
-    reason = F.coalesce(F.col("reject"), F.when(conflict, conflict_reason))
+    lake_conflict = F.col("_lake_url").isNotNull() & (F.col("_lake_url") != F.col("url"))
+    lake_reason = F.concat(F.lit(f"{parse.CONFLICTS_WITH_LAKE}: "), F.substring("_lake_url", 1, 200))
+    reason = F.coalesce(F.col("reject"), F.when(conflict, conflict_reason), F.when(lake_conflict, lake_reason))
     status = F.when(reason.isNotNull(), "rejected").when(later, "folded").otherwise("accepted")
     folded_warning = F.when(
         (status == "folded") & (F.col("row_hash") != F.col("_first_hash")),

@@ -1,0 +1,290 @@
+"""`vidlake ingest` on real Spark (local[2]) and real Delta tables, from fixture files with the
+nastiness real source tables have, plus the per-batch parsers of udfs/sources.py on their own."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from schemas.ids import video_id
+from udfs import sources as parse
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ingest(ctx, source_format: str, *paths: Path, capsys=None) -> str:
+    """Run the stage as the CLI does; the summary line it printed."""
+    from jobs import ingest as job
+
+    assert job.run(ctx, argparse.Namespace(source_format=source_format, inputs=[str(p) for p in paths])) == 0
+    out = capsys.readouterr().out if capsys else ""
+    return next((line for line in out.splitlines() if "input rows =" in line), "")
+
+
+def table(ctx, name: str):
+    """A lake table as plain delta-rs reads it (any Delta reader must see what vidlake wrote)."""
+    return DeltaTable(ctx.lake.path(name)).to_pandas()
+
+
+def errors_by_row(ctx) -> dict[int, tuple[str, str]]:
+    errors = table(ctx, "ingest_errors")
+    return {r.row_number: (r.severity, r.reason.split(":")[0]) for r in errors.itertuples()}
+
+
+# --- the parsers, without Spark ----------------------------------------------------------------------
+
+
+def test_panda70m_lists_with_apostrophes_become_hints():
+    hints, warnings = parse.panda70m_row(
+        "[['0:00:05.672', '0:00:12.345'], ['0:01:00.000', '0:01:02.5']]",
+        "[\"it's a dog's toy\", 'a woman, smiling']",
+        "[0.512, 0.4471]",
+    )
+    assert warnings == []
+    assert hints == [
+        {"start_s": 5.672, "end_s": 12.345, "caption": "it's a dog's toy", "score": 0.512},
+        {"start_s": 60.0, "end_s": 62.5, "caption": "a woman, smiling", "score": 0.4471},
+    ]
+
+
+def test_panda70m_broken_parts_are_dropped_with_a_warning_each():
+    hints, warnings = parse.panda70m_row("[[broken", "['a']", "[0.5]")
+    assert hints is None and warnings[0].startswith(parse.UNPARSABLE_TIMESTAMPS)
+    hints, warnings = parse.panda70m_row(
+        "[['0:00:10.000', '0:00:05.000'], ['0:00:12.000', '0:00:15.500'], ['x', '0:00:20']]", "['a', 'b', 'c']", "bad"
+    )
+    assert [(h["start_s"], h["caption"], h["score"]) for h in hints] == [(12.0, "b", None)]
+    categories = [w.split(":")[0] for w in warnings]
+    assert categories == [parse.UNPARSABLE_SCORES, parse.DROPPED_SPAN]
+    assert "#1" in warnings[1] and "#3" in warnings[1]
+
+
+def test_miradata_row_uses_frames_and_falls_back_to_timesteps():
+    row = {"index": "x-1", "start_frame": "240", "end_frame": "480", "fps": "23.97602398",
+           "start_timestep": "0:00:10.010", "end_timestep": "0:00:20.020", "dense_caption": " A kite dips. "}
+    hint, clip_json, warnings = parse.miradata_row(row, "dense_caption")
+    assert hint["start_s"] == pytest.approx(10.01) and hint["end_s"] == pytest.approx(20.02)
+    assert hint["caption"] == "A kite dips." and warnings == []
+    assert json.loads(clip_json)["start_frame"] == 240
+    hint, _, warnings = parse.miradata_row({**row, "fps": "n/a"}, "dense_caption")
+    assert hint["start_s"] == pytest.approx(10.01) and warnings[0].startswith(parse.UNPARSABLE_FIELD)
+
+
+def test_opensora_plan_caption_list_and_frame_range():
+    parsed = parse.opensora_plan_row(
+        {"path": "a.mp4", "cap": '["first caption", "second"]', "resolution": '{"height":720,"width":1280}',
+         "fps": "25", "duration": "12.3", "frame_idx": "50:300"}
+    )
+    assert parsed["caption"] == "first caption" and parsed["duration_s"] == 12.3
+    assert parsed["clip_hints"] == [{"start_s": 2.0, "end_s": 12.0, "caption": "first caption", "score": None}]
+    assert parsed["extra"]["height"] == "720" and json.loads(parsed["extra"]["caps"]) == ["first caption", "second"]
+    assert parsed["warnings"] == []
+
+
+# --- the job on Spark and Delta ------------------------------------------------------------------------
+
+
+def test_spark_video_id_is_the_python_one(spark):
+    from pyspark.sql import functions as F
+
+    from jobs.ingest import video_id_column
+
+    ids = ["1001", "--BfvyPmVMo", "mixkit/Nature/a b.mp4", "Кот 猫 🐈", ""]
+    df = spark.createDataFrame([(i,) for i in ids], "sid string")
+    got = {r.sid: r.vid for r in df.select("sid", video_id_column("webvid10m", F.col("sid")).alias("vid")).collect()}
+    assert got == {i: video_id("webvid10m", i) for i in ids}
+
+
+def test_webvid_real_world_csv_and_idempotent_reingest(ctx, capsys):
+    source = FIXTURES / "webvid10m_nasty.csv"
+    summary = ingest(ctx, "webvid10m", source, capsys=capsys)
+    assert "17 input rows = 7 accepted + 8 rejected + 2 folded; 7 videos added" in summary
+
+    videos = table(ctx, "videos").set_index("source_video_id")
+    assert sorted(videos.index) == ["1001", "1002", "1003", "1004", "1005", "1009", "1012"]
+    assert videos.loc["1002", "caption"] == 'A man says "hello" to the camera'
+    assert videos.loc["1001", "caption"] == "Sunset over the sea, seen from a boat"
+    assert videos.loc["1003", "caption"] == "Кот спит на диване — 猫が寝ている 🐈"
+    assert videos.loc["1004", "caption"].splitlines() == ["First line of the caption", "second line, with a comma"]
+    assert len(videos.loc["1005", "caption"]) > 5000
+    assert videos.loc["1002", "duration_s"] == 65.0 and videos["duration_s"].isna().sum() == 1
+    assert videos.loc["1012", "url"] == "HTTPS://CDN.Example.com/v/1012.MP4"
+    assert videos.loc["1001", "video_id"] == video_id("webvid10m", "1001")
+    assert dict(videos.loc["1001", "extra"]) == {"page_dir": "000001_000050"}
+
+    assert errors_by_row(ctx) == {
+        6: ("rejected", parse.EMPTY_URL),
+        7: ("rejected", parse.SCHEME_NOT_ALLOWED),
+        8: ("rejected", parse.UNPARSABLE_URL),
+        9: ("warning", parse.UNPARSABLE_DURATION),
+        11: ("rejected", parse.CONFLICTING_DUPLICATE),
+        12: ("warning", parse.DUPLICATE_FOLDED),
+        13: ("rejected", parse.MALFORMED_ROW),
+        14: ("rejected", parse.EMPTY_ID),
+        15: ("rejected", parse.LOCAL_PATH_NOT_ALLOWED),
+        17: ("rejected", parse.UNPARSABLE_URL),
+    }
+    errors = table(ctx, "ingest_errors")
+    assert json.loads(errors.set_index("row_number").loc[7, "raw"])["contentUrl"] == "ftp://files.example.com/1007.mp4"
+
+    again = ingest(ctx, "webvid10m", source, capsys=capsys)
+    assert "17 input rows = 7 accepted + 8 rejected + 2 folded; 0 videos added (7 rows already in the lake)" in again
+    assert len(table(ctx, "videos")) == 7 and len(table(ctx, "ingest_errors")) == 10
+    counts = ctx.lake.sql("SELECT source, count(*) AS n FROM videos GROUP BY source").collect()
+    assert [(r.source, r.n) for r in counts] == [("webvid10m", 7)]
+
+
+def write_webvid(path: Path, rows: list[tuple]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
+        writer.writerows(rows)
+    return path
+
+
+def webvid_rows(ids: range) -> list[tuple]:
+    return [(str(i), f"https://cdn.example.com/v/{i}.mp4", "PT00H00M10S", "p", f"clip {i}") for i in ids]
+
+
+def test_new_rows_add_exactly_their_videos_and_the_lake_wins_conflicts(ctx, tmp_path, capsys):
+    first = write_webvid(tmp_path / "part-1.csv", webvid_rows(range(0, 1000)))
+    assert "1000 input rows = 1000 accepted + 0 rejected + 0 folded; 1000 videos added" in ingest(
+        ctx, "webvid10m", first, capsys=capsys
+    )
+    conflicting = ("7", "https://cdn.example.com/v/other-7.mp4", "PT00H00M10S", "p", "another url for 7")
+    already_there = webvid_rows(range(8, 9))[0]
+    second = write_webvid(tmp_path / "part-2.csv", webvid_rows(range(1000, 2000)) + [conflicting, already_there])
+    summary = ingest(ctx, "webvid10m", second, capsys=capsys)
+    assert "1002 input rows = 1001 accepted + 1 rejected + 0 folded; 1000 videos added (1 rows already" in summary
+    videos = table(ctx, "videos")
+    assert len(videos) == 2000 and videos["source_video_id"].nunique() == 2000
+    assert videos.set_index("source_video_id").loc["7", "url"] == "https://cdn.example.com/v/7.mp4"
+    assert errors_by_row(ctx) == {1001: ("rejected", parse.CONFLICTS_WITH_LAKE)}
+
+
+def test_panda70m_spans_become_clip_hints(ctx, capsys):
+    summary = ingest(ctx, "panda70m", FIXTURES / "panda70m_nasty.csv", capsys=capsys)
+    assert "6 input rows = 5 accepted + 1 rejected + 0 folded; 5 videos added" in summary
+    videos = table(ctx, "videos").set_index("source_video_id")
+    hints = list(videos.loc["--BfvyPmVMo", "clip_hints"])
+    assert [(h["start_s"], h["end_s"], h["caption"], h["score"]) for h in hints] == [
+        (0.0, 5.672, "it's a dog running on the beach", 0.512),
+        (5.672, 12.345, "a woman is talking, then she smiles", 0.4471),
+    ]
+    assert videos.loc["-0aZ5hsF3ho", "clip_hints"] is None
+    assert [h["caption"] for h in videos.loc["-1QeTkq4a9s", "clip_hints"]] == ["the chef's knife cuts onions"]
+    assert errors_by_row(ctx) == {
+        2: ("warning", parse.UNPARSABLE_TIMESTAMPS),
+        3: ("warning", parse.DROPPED_SPAN),
+        4: ("warning", parse.UNPARSABLE_CAPTIONS),
+        5: ("rejected", parse.EMPTY_URL),
+        6: ("warning", parse.LIST_LENGTHS_DIFFER),
+    }
+
+
+def test_miradata_clip_rows_fold_into_one_video_each(ctx, capsys):
+    summary = ingest(ctx, "miradata", FIXTURES / "miradata_nasty.csv", capsys=capsys)
+    assert "6 input rows = 4 accepted + 1 rejected + 1 folded; 2 videos added" in summary
+    videos = table(ctx, "videos").set_index("source_video_id")
+    kite = videos.loc["AbCdEfGhIjK"]
+    assert kite["url"] == "http://www.youtube.com/watch?v=AbCdEfGhIjK"
+    assert [round(h["start_s"], 2) for h in kite["clip_hints"]] == [0.0, 10.01]
+    assert kite["clip_hints"][0]["caption"].startswith("A red kite flies across a blue sky")
+    clips = json.loads(dict(kite["extra"])["clip_captions"])
+    assert [c["camera"] for c in clips] == ["Static camera, wide shot", "Pan left"]
+    assert clips[0]["background"] == 'Blue sky with "soft" clouds'
+    dog = videos.loc["ZyXwVuTsRqP"]
+    assert [(h["start_s"], h["end_s"]) for h in dog["clip_hints"]] == [(5.0, 9.5)]
+    assert errors_by_row(ctx) == {
+        4: ("warning", parse.DROPPED_SPAN),
+        5: ("warning", parse.UNPARSABLE_FIELD),
+        6: ("rejected", parse.EMPTY_ID),
+    }
+
+
+def test_opensora_plan_annotations_under_a_data_root(ctx, capsys):
+    ctx.cfg.set("ingest.opensora_plan.data_root", "https://data.example.org/osp/")
+    summary = ingest(ctx, "opensora-plan", FIXTURES / "opensora_plan_nasty.json", capsys=capsys)
+    assert "5 input rows = 4 accepted + 1 rejected + 0 folded; 3 videos added" in summary
+    videos = table(ctx, "videos").set_index("source_video_id")
+    waves = videos.loc["mixkit/Nature/mixkit-waves-on-rocks-1168.mp4"]
+    assert waves["url"] == "https://data.example.org/osp/mixkit/Nature/mixkit-waves-on-rocks-1168.mp4"
+    assert [(h["start_s"], h["end_s"]) for h in waves["clip_hints"]] == [(0.0, 6.0), (6.0, 12.0)]
+    assert waves["caption"] == "Waves crash on dark rocks, white foam everywhere." and waves["duration_s"] == 12.3
+    assert videos.loc["pexels/city/traffic-at-night-20394.mp4", "caption"].endswith("夜の道路")
+    assert errors_by_row(ctx)[4] == ("rejected", parse.EMPTY_ID)
+    assert {r.reason.split(":")[0] for r in table(ctx, "ingest_errors").itertuples() if r.row_number == 5} == {
+        parse.UNPARSABLE_FIELD, parse.UNPARSABLE_DURATION, parse.DROPPED_SPAN,
+    }
+
+
+def test_generic_csv_jsonl_and_parquet_with_local_paths(ctx, tmp_path, capsys):
+    ctx.cfg.set("ingest.allow_local_paths", True)
+    ctx.cfg.set("ingest.generic.duration", "seconds")
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.csv").write_text("path,caption,camera\nvideos/a.mp4,\"A, with comma\",static\n"
+                                              "/abs/b.mp4,B,pan\n")
+    (tmp_path / "clips" / "c.jsonl").write_text(
+        json.dumps({"url": "https://cdn.example.com/c.mp4", "caption": "C", "seconds": 4.5}) + "\n"
+        + json.dumps({"url": "ftp://cdn.example.com/d.mp4", "caption": "D"}) + "\n"
+    )
+    pq.write_table(pa.table({"url": ["https://cdn.example.com/e.mp4"], "seconds": ["soon"], "tags": [["x", "y"]]}),
+                   tmp_path / "clips" / "e.parquet")
+    summary = ingest(ctx, "generic", tmp_path / "clips", capsys=capsys)
+    assert "5 input rows = 4 accepted + 1 rejected + 0 folded; 4 videos added" in summary
+    videos = table(ctx, "videos").set_index("url")
+    assert sorted(videos.index) == [
+        "/abs/b.mp4", f"{tmp_path}/clips/videos/a.mp4", "https://cdn.example.com/c.mp4", "https://cdn.example.com/e.mp4"
+    ]
+    assert videos.loc[f"{tmp_path}/clips/videos/a.mp4", "caption"] == "A, with comma"
+    assert dict(videos.loc["/abs/b.mp4", "extra"]) == {"camera": "pan"}
+    assert videos.loc["https://cdn.example.com/c.mp4", "duration_s"] == 4.5
+    assert dict(videos.loc["https://cdn.example.com/e.mp4", "extra"]) == {"tags": '["x","y"]'}
+    reasons = sorted(r.reason.split(":")[0] for r in table(ctx, "ingest_errors").itertuples())
+    assert reasons == [parse.UNPARSABLE_DURATION, parse.SCHEME_NOT_ALLOWED]
+
+
+def test_clear_errors_for_missing_input_wrong_header_and_unknown_format(spark, tmp_path, capsys):
+    from jobs.cli import run_stage
+
+    lake = ["--lake", str(tmp_path / "lake"), "--set", "spark.master=local[2]"]
+    missing = str(tmp_path / "nowhere.csv")
+    assert run_stage(["ingest", "--format", "webvid10m", "--input", missing, *lake]) == 2
+    assert f"vidlake: error: input {missing!r} not found" in capsys.readouterr().err
+    panda = str(FIXTURES / "panda70m_nasty.csv")
+    assert run_stage(["ingest", "--format", "webvid10m", "--input", panda, *lake]) == 2
+    err = capsys.readouterr().err
+    assert "is not webvid10m's (videoid, contentUrl, duration, page_dir, name)" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(["ingest", "--format", "youtube8m", "--input", panda, *lake])
+    assert exit_.value.code == 2 and "invalid choice: 'youtube8m'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("spark-submit") is None, reason="spark-submit is not on PATH")
+def test_spark_submit_runs_the_stage_and_exits_zero(tmp_path):
+    lake = tmp_path / "lake"
+    result = subprocess.run(
+        ["spark-submit", "--master", "local[2]", str(ROOT / "jobs" / "ingest.py"), "--format", "panda70m",
+         "--input", str(FIXTURES / "panda70m_nasty.csv"), "--lake", str(lake)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=_env(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "6 input rows = 5 accepted + 1 rejected + 0 folded" in result.stdout
+    assert len(DeltaTable(str(lake / "videos")).to_pandas()) == 5
+
+
+def _env() -> dict:
+    import os
+
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+
