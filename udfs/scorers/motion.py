@@ -33,7 +33,9 @@ def grey_at_reference(frame: np.ndarray, short_side: int) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> grey, resized so its short side is `short_side`."""
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     width, height = output_size(grey.shape[1], grey.shape[0], short_side)
-    return cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+    # INTER_AREA only when shrinking: enlarging with it replicates pixels, and the blocks mislead the flow.
+    shrinking = width < grey.shape[1]
+    return cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def flow_magnitude(first: np.ndarray, second: np.ndarray, params: Mapping[str, Any]) -> float:

@@ -1,7 +1,9 @@
 """NSFW score from NudeNet's detector (the `320n.onnx` YOLO model the `nudenet` package ships).
 
-Frames are prepared as NudeNet's own `detect` prepares them (padded to a square at the bottom and
-right, resized to 320x320, RGB scaled to 0-1), batched through one onnxruntime session. `nsfw` is
+Frames are prepared as NudeNet's own `detect` prepares an image file (padded to a square at the
+bottom and right, resized to 320x320, scaled to 0-1, channels in the order its model then receives:
+for a 3-channel image OpenCV reads, its RGBA2BGR conversion and blobFromImage's swapRB swap twice,
+so BGR), batched through one onnxruntime session. `nsfw` is
 the highest confidence of any unsafe class (`score.nsfw.unsafe_classes`) over all anchors of all
 sampled frames: NudeNet reports a detection from 0.2 up, so below 0.2 nothing would be reported.
 """
@@ -39,12 +41,12 @@ def packaged_model() -> str | None:
 
 
 def prepare(frame: np.ndarray, size: int) -> np.ndarray:
-    """One (H, W, 3) uint8 RGB frame as NudeNet's (3, size, size) float32 input."""
+    """One (H, W, 3) uint8 RGB frame as NudeNet's (3, size, size) float32 input (BGR planes, see above)."""
     height, width = frame.shape[:2]
     side = max(height, width)
     padded = cv2.copyMakeBorder(frame, 0, side - height, 0, side - width, cv2.BORDER_CONSTANT, value=0)
     resized = cv2.resize(padded, (size, size), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[::-1], dtype=np.float32) / 255.0
 
 
 def build_session(path: str, use_cuda: bool, threads: int):

@@ -95,7 +95,7 @@ class ClipScorer:
 
     def __call__(self, clips: pd.DataFrame) -> pd.DataFrame:
         """Scores of one DataFrame of clips (all at once; `score_stream` is the pipelined form)."""
-        return pd.concat(list(self.score_stream([clips])), ignore_index=True) if len(clips) else self._empty()
+        return _stack(list(self.score_stream([clips]))) if len(clips) else self._empty()
 
     def score_stream(self, batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         """Scores of a stream of clip batches (what mapInPandas hands a task), `clips_per_batch` rows at a time."""
