@@ -135,6 +135,21 @@ def slow_responder(data: bytes, bytes_per_step: int, step_s: float) -> Responder
     return respond
 
 
+def slow_headers_responder(step_s: float, steps: int) -> Responder:
+    """A status line, then a header trickling in one byte per `step_s`: every read gets data in
+    time, so only a limit on the whole download stops it."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(steps):
+            handler.wfile.write(b"a")
+            handler.wfile.flush()
+            time.sleep(step_s)
+        handler.close_connection = True
+
+    return respond
+
+
 def endless_responder(head: bytes, limit: int) -> Responder:
     """A body with no Content-Length that starts like a video and goes on until the client
     hangs up (or `limit` bytes, so a broken client cannot make it run forever)."""

@@ -20,6 +20,7 @@ from loopback_server import (
     file_responder,
     redirect_responder,
     send_bytes,
+    slow_headers_responder,
     slow_responder,
 )
 from media import packaged_video
@@ -223,6 +224,7 @@ def served(tmp_path_factory):
         "/busy.mp4": failing_then(file_responder(bikes), 1, status=429, headers={"Retry-After": "1"}),
         "/down.mp4": failing_then(file_responder(bikes), failures=100, status=503),
         "/slow.mp4": slow_responder(bikes, bytes_per_step=64, step_s=0.25),
+        "/slow-headers.mp4": slow_headers_responder(step_s=0.2, steps=100),
         "/huge-length.mp4": lambda h: send_bytes(h, b"", length=MAX_BYTES * 10),
         "/endless.mp4": endless_responder(bikes[:512], limit=MAX_BYTES * 4),
         "/page.html": file_responder(HTML_PAGE, "text/html"),
@@ -298,6 +300,7 @@ def test_good_videos_are_stored_and_probe_as_pyav_sees_them(served, name, contai
         ("/missing.mp4", status.HTTP_ERROR, "HTTP 404"),
         ("/down.mp4", status.HTTP_ERROR, "HTTP 503"),
         ("/slow.mp4", status.TIMEOUT, "download.timeout_s"),
+        ("/slow-headers.mp4", status.TIMEOUT, "download.timeout_s"),
         ("/huge-length.mp4", status.TOO_LARGE, "Content-Length"),
         ("/endless.mp4", status.TOO_LARGE, "passed download.max_bytes"),
         ("/page.html", status.NOT_VIDEO, "HTML page"),

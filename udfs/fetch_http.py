@@ -11,8 +11,10 @@ enough to never trip a per-read timeout.
 from __future__ import annotations
 
 import email.utils
+import heapq
 import http.client
 import ipaddress
+import itertools
 import random
 import socket
 import ssl
@@ -98,22 +100,25 @@ class CheckedHTTPSConnection(_CheckedConnect, http.client.HTTPSConnection):
 
 
 class _Watchdog:
-    """Shuts the current connection's socket when the attempt's deadline passes."""
+    """Shuts the current connection's socket when the attempt's deadline passes.
+
+    One shared thread (`_WatchdogThread`) serves every attempt in the process, so an attempt
+    costs a heap push, not a thread."""
 
     def __init__(self, deadline: Deadline):
+        self.ends = deadline.ends
         self.fired = False
+        self.done = False
         self.connection: CheckedHTTPConnection | CheckedHTTPSConnection | None = None
-        self._timer = threading.Timer(max(deadline.remaining(), 0.0), self._fire)
-        self._timer.daemon = True
 
     def __enter__(self) -> _Watchdog:
-        self._timer.start()
+        _WatchdogThread.shared().watch(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        self.done = True
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         self.fired = True
         sock = self.connection.raw_socket if self.connection else None
         if sock is not None:
@@ -121,6 +126,44 @@ class _Watchdog:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class _WatchdogThread:
+    """A daemon thread that fires each watched attempt whose deadline passed while it still ran."""
+
+    _instance: _WatchdogThread | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._sequence = itertools.count()
+        threading.Thread(target=self._run, name="vidlake-fetch-watchdog", daemon=True).start()
+
+    @classmethod
+    def shared(cls) -> _WatchdogThread:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def watch(self, watchdog: _Watchdog) -> None:
+        with self._condition:
+            if len(self._heap) > 64 and len(self._heap) > 4 * sum(not w.done for _, _, w in self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (watchdog.ends, next(self._sequence), watchdog))
+            self._condition.notify()
+
+    def _run(self) -> None:
+        with self._condition:
+            while True:
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= time.monotonic()):
+                    _, _, watchdog = heapq.heappop(self._heap)
+                    if not watchdog.done:
+                        watchdog.fire()
+                timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                self._condition.wait(timeout)
 
 
 def fetch_http(url: str, sink: BodySink, settings: FetchSettings) -> None:

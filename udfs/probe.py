@@ -134,11 +134,14 @@ def _probe_open(container, count_all_packets: bool) -> Probe:
 
 
 def _decode_first_frame(container, stream, count_all: bool) -> int:
-    """Demuxes from the start until a frame decodes (ProbeError if none does); with `count_all`
-    goes on demuxing, without decoding, to the end. Returns the video packets seen."""
+    """Decodes the first keyframe (ProbeError if it does not decode); with `count_all` goes on
+    demuxing, without decoding, to the end. Returns the video packets seen.
+
+    Only one packet is decoded: the decoder is flushed right after it, which makes it give the
+    frame out at once instead of waiting for the packets its reordering delay asks for."""
     import av
 
-    counted, decoded = 0, False
+    counted, decoded = 0, None
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
@@ -146,16 +149,16 @@ def _decode_first_frame(container, stream, count_all: bool) -> int:
             if packet.is_corrupt:
                 raise ProbeError(f"truncated or corrupt: packet {counted} of the video stream is damaged")
             counted += 1
-            if not decoded:
-                decoded = bool(packet.decode())
-            elif not count_all:
+            if decoded is None and packet.is_keyframe:
+                decoded = bool(packet.decode()) or bool(stream.codec_context.decode(None))
+            elif decoded is not None and not count_all:
                 break
-        if not decoded:
-            decoded = bool(stream.codec_context.decode(None))
     except av.error.FFmpegError as err:
         raise ProbeError(f"corrupt video data after {counted} packets: {err}") from None
+    if decoded is None:
+        raise ProbeError("the video stream has no keyframe")
     if not decoded:
-        raise ProbeError("no frame of the video stream decodes")
+        raise ProbeError("the first keyframe of the video stream does not decode")
     return counted
 
 
