@@ -17,6 +17,9 @@ TS_PACKET = 188
 QUICKTIME_BRANDS = (b"qt  ",)
 # Atoms a QuickTime file without an `ftyp` atom may start with.
 QUICKTIME_FIRST_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+# Containers whose index describes every stream, so opening them needs no stream analysis.
+INDEXED_CONTAINERS = ("mp4", "mov")
+QUICK_OPEN = {"probesize": "32", "analyzeduration": "0"}
 ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 
 
@@ -84,21 +87,34 @@ def describe_head(head: bytes) -> str:
     return f"unknown bytes {head[:16]!r}"
 
 
-def probe_video(path: str | Path, count_all_packets: bool = False) -> Probe:
+def probe_video(path: str | Path, count_all_packets: bool = False, container: str | None = None) -> Probe:
     """Opens `path` with PyAV and describes its first video stream.
 
     The frame count is the stream's own when the container records it (MP4, MOV), and then
     only the last packets are read, to check they are all there: a file cut short after its
     index promises frames it does not hold. Where the container records no count (WebM,
     MPEG-TS), or with `count_all_packets`, every video packet is demuxed (not decoded) and
-    counted, which also catches a cut."""
+    counted, which also catches a cut.
+
+    `container` is what `sniff_container` said: an MP4 or MOV file describes its streams in its
+    index, so it is opened without FFmpeg's stream analysis (which decodes frames of every
+    stream: 70 ms instead of 7 on a 720p file with audio)."""
     import av
 
+    quick = container in INDEXED_CONTAINERS
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            return _probe_open(container, count_all_packets)
+        with av.open(str(path), metadata_errors="ignore", options=QUICK_OPEN if quick else {}) as opened:
+            if quick and not _described(opened):
+                return probe_video(path, count_all_packets)
+            return _probe_open(opened, count_all_packets)
     except av.error.FFmpegError as err:
         raise ProbeError(f"PyAV cannot read the file: {err}") from None
+
+
+def _described(container) -> bool:
+    """Whether the index alone gave the video stream's size and frame rate."""
+    streams = container.streams.video
+    return bool(streams) and bool(streams[0].codec_context.width) and bool(streams[0].average_rate)
 
 
 def _probe_open(container, count_all_packets: bool) -> Probe:
