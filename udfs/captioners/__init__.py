@@ -26,7 +26,7 @@ def make_captioner(
     """The captioner `name`, configured from `caption.<name>`, its weights from `models.<name>`, with
     a CLIP matcher for `match` when caption.match.enabled. Cheap: models load on first use."""
     rules = HygieneRules.from_conf(caption_conf["hygiene"])
-    device = device or task_device()
+    device = device or task_device(prefer_gpu=bool(caption_conf["use_gpu"]))
     matcher = clip_matcher(caption_conf, models_conf, device) if caption_conf["match"]["enabled"] else None
     if name == "source":
         from udfs.captioners.source import SourceCaptioner
@@ -68,6 +68,20 @@ def check_weights(name: str, caption_conf: Mapping[str, Any], models_conf: Mappi
         CaptionModel.from_conf(name, models_conf).resolve(allow)
     if caption_conf["match"]["enabled"]:
         resolve(clip_source(models_conf), allow)
+
+
+def known_kinds(name: str, caption_conf: Mapping[str, Any]) -> list[str]:
+    """The kinds a captioner can write: its prompts' kinds, or the source's one kind."""
+    if name == "source":
+        return [str(caption_conf["source"]["kind"])]
+    if name not in CAPTIONER_NAMES:
+        raise ValueError(f"no captioner named {name!r}; captioners: {', '.join(CAPTIONER_NAMES)}")
+    return list(caption_conf[name]["prompts"])
+
+
+def default_kinds(name: str, caption_conf: Mapping[str, Any]) -> list[str]:
+    """The kinds a run writes when none are asked for: caption.<name>.kinds (the source's one kind)."""
+    return known_kinds(name, caption_conf) if name == "source" else list(caption_conf[name]["kinds"])
 
 
 def chunks(batches: Iterable[pd.DataFrame], size: int) -> Iterator[pd.DataFrame]:

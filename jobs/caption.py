@@ -1,0 +1,152 @@
+"""vidlake caption: captions for clips (`clips` -> `captions`), on the GPU where Spark gives one.
+
+One row per (clip_id, model, kind). A run takes one captioner (`--model`) and its kinds
+(`--kinds`), finds the rows not captioned yet (with --retry-errors: also rows written as
+`error`), and runs the captioner in mapInPandas under the stage's resource profile (jobs.gpu),
+one model per Python worker, a thread pool decoding frames ahead of generation. The rows are
+computed once (a local checkpoint) and upserted on (clip_id, model, kind). The model's and
+CLIP's weights are checked before anything is captioned.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructType
+
+from jobs.context import JobContext
+from jobs.gpu import gpu_map
+from jobs.progress import StageLog
+from schemas.tables import CAPTIONS
+from udfs.captioners import CAPTIONER_NAMES, check_weights, default_kinds, known_kinds
+from udfs.errors import VidlakeError
+
+STAGE = "caption"
+KEYS = ("clip_id", "model", "kind")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=CAPTIONER_NAMES,
+                        help="captioner to run (default: caption.model)")
+    parser.add_argument("--kinds", help="comma-separated caption kinds, e.g. short,dense,camera "
+                        "(default: caption.<model>.kinds)")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="also redo rows an earlier run wrote with quality error (undecodable clips)")
+
+
+def run(ctx: JobContext, args: argparse.Namespace) -> int:
+    conf = ctx.cfg.section("caption")
+    models = ctx.cfg.section("models")
+    model = args.model or conf["model"]
+    kinds = parse_kinds(model, args.kinds, conf)
+    log = StageLog(STAGE)
+    check_weights(model, conf, models)
+    work = pending_work(ctx, model, kinds, bool(args.retry_errors or conf["retry_errors"]))
+    count = work.count()
+    if count == 0:
+        log.done(0, 0, model=model, kinds=",".join(kinds), note="nothing pending")
+        return 0
+    ctx.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(conf["arrow_batch_rows"])))
+    partitions = max(1, math.ceil(count / int(conf["rows_per_task"])))
+    # A clip's kinds in one task (decoded once), a video's clips next to each other (seeks stay short).
+    ordered = work.repartition(partitions, "clip_id").sortWithinPartitions("uri", "start_s", "clip_id", "kind")
+    captioned = gpu_map(ordered, partition_captioner(model, conf, models), output_schema(), conf, ctx.spark, STAGE)
+    # Generation is the expensive part: run it exactly once, whatever the upsert reads the rows for.
+    captioned = captioned.localCheckpoint(eager=True)
+    ctx.lake.upsert(captioned.drop("_device"), "captions")
+    qualities = {row.quality: row["count"] for row in captioned.groupBy("quality").count().collect()}
+    devices = sorted(row._device for row in captioned.select("_device").distinct().collect())
+    captioned.unpersist()
+    log.done(
+        count, qualities.get("error", 0), model=model, kinds=",".join(kinds),
+        quality=",".join(f"{q}:{n}" for q, n in sorted(qualities.items())), devices=",".join(devices),
+    )
+    return 0
+
+
+def parse_kinds(model: str, kinds_arg: str | None, conf: Mapping[str, Any]) -> list[str]:
+    """The kinds asked for (or the model's defaults), each one the model has a prompt for."""
+    kinds = [k.strip() for k in kinds_arg.split(",") if k.strip()] if kinds_arg else default_kinds(model, conf)
+    known = known_kinds(model, conf)
+    unknown = [k for k in kinds if k not in known]
+    if not kinds or unknown:
+        where = "caption.source.kind" if model == "source" else f"caption.{model}.prompts"
+        raise VidlakeError(
+            f"{model} cannot write caption kind(s) {', '.join(unknown) or '(none given)'}; "
+            f"its kinds are {', '.join(known)} ({where})"
+        )
+    return list(dict.fromkeys(kinds))
+
+
+def pending_work(ctx: JobContext, model: str, kinds: Sequence[str], retry_errors: bool) -> DataFrame:
+    """One row per clip and kind with no `captions` row yet: clip_id, model, kind, uri, start_s, end_s
+    (times within the file at uri), plus for the source captioner the video's source, caption and hints."""
+    clips = clip_spans(ctx)
+    kind_rows = ctx.spark.createDataFrame([(k,) for k in kinds], "kind string")
+    work = clips.crossJoin(kind_rows).withColumn("model", F.lit(model))
+    if model == "source":
+        videos = ctx.lake.read("videos").select(
+            "video_id", "source", F.col("caption").alias("video_caption"), "clip_hints"
+        )
+        work = work.join(videos, "video_id", "left")
+    done = ctx.lake.read("captions")
+    if retry_errors:
+        done = done.where(~F.coalesce(F.col("quality") == "error", F.lit(False)))
+    return work.join(done.select(*KEYS), list(KEYS), "left_anti").drop("video_id")
+
+
+def clip_spans(ctx: JobContext) -> DataFrame:
+    """clip_id, video_id, uri, start_s, end_s, where a clip cut into its own file (its uri is not
+    the video's) spans [0, end_s - start_s) of that file."""
+    clips = ctx.lake.read("clips").select("clip_id", "video_id", "uri", "start_s", "end_s")
+    files = ctx.lake.read("video_files").select("video_id", F.col("uri").alias("video_uri"))
+    joined = clips.join(files, "video_id", "left")
+    own_file = F.col("video_uri").isNotNull() & (F.col("uri") != F.col("video_uri"))
+    return joined.select(
+        "clip_id", "video_id", "uri",
+        F.when(own_file, F.lit(0.0)).otherwise(F.col("start_s")).alias("start_s"),
+        F.when(own_file, F.col("end_s") - F.col("start_s")).otherwise(F.col("end_s")).alias("end_s"),
+    )
+
+
+def output_schema() -> StructType:
+    """The `captions` table's fields, plus the device each task ran on."""
+    return StructType(list(CAPTIONS.fields)).add("_device", StringType(), False)
+
+
+def partition_captioner(model: str, conf: Mapping[str, Any], models: Mapping[str, Any]):
+    """The mapInPandas function: one captioner per Python worker (its model loads once), on the task's device."""
+    caption_conf, model_conf = dict(conf), dict(models)
+    conf_key = json.dumps([model, caption_conf, model_conf], sort_keys=True, default=str)
+    columns = [field.name for field in CAPTIONS.fields]
+
+    def caption_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from udfs.captioners import caption_stream, make_captioner
+        from udfs.device import cached_model, task_device, task_gpu_addresses
+
+        device = task_device(prefer_gpu=bool(caption_conf["use_gpu"]))
+        assigned = task_gpu_addresses()
+        label = f"{device} (spark gpu {','.join(assigned)})" if assigned else device
+        captioner = cached_model(
+            ("captioner", conf_key, device), lambda: make_captioner(model, caption_conf, model_conf, device)
+        )
+        stream = caption_stream(
+            captioner, batches, int(caption_conf["decode_workers"]), int(caption_conf["prefetch_batches"])
+        )
+        for captions in stream:
+            yield captions[columns].assign(_device=label)
+
+    return caption_partition
+
+
+if __name__ == "__main__":
+    from jobs.cli import main_for
+
+    sys.exit(main_for(STAGE))
