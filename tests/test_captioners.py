@@ -166,11 +166,14 @@ def test_missing_weights_name_the_model_where_it_looked_and_how_to_provide_them(
     message = str(missing.value)
     assert "qwen2_5_vl" in message and str(tmp_path / "nowhere") in message and "models.qwen2_5_vl.path" in message
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     caption, models = caption_conf(checkpoints, "models.florence2.path=florence-community/Florence-2-large")
     with pytest.raises(MissingWeightsError, match="not in the local Hugging Face cache.*models.florence2.path"):
         check_weights("florence2", caption, models)
+
+    caption, models = caption_conf(checkpoints, f"models.clip.path={tmp_path / 'no-clip'}")
+    with pytest.raises(MissingWeightsError, match="'clip'.*no-clip.*caption.match.enabled=false"):
+        check_weights("source", caption, models)
 
 
 def test_weights_of_another_architecture_are_refused(checkpoints, videos):

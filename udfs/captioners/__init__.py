@@ -15,7 +15,7 @@ from udfs.caption_text import HygieneRules
 from udfs.captioners.base import CaptionModel
 from udfs.device import task_device
 from udfs.frames import FrameSampling, prefetch
-from udfs.weights import ModelSource, resolve
+from udfs.weights import MissingWeightsError, ModelSource, resolve
 
 CAPTIONER_NAMES = ("source", "florence2", "qwen2_5_vl")
 
@@ -67,7 +67,13 @@ def check_weights(name: str, caption_conf: Mapping[str, Any], models_conf: Mappi
     if name != "source":
         CaptionModel.from_conf(name, models_conf).resolve(allow)
     if caption_conf["match"]["enabled"]:
-        resolve(clip_source(models_conf), allow)
+        try:
+            resolve(clip_source(models_conf), allow)
+        except MissingWeightsError as missing:
+            raise MissingWeightsError(
+                f"{missing} (CLIP scores the captions' `match`; to caption without it: "
+                "--set caption.match.enabled=false)"
+            ) from None
 
 
 def known_kinds(name: str, caption_conf: Mapping[str, Any]) -> list[str]:
