@@ -71,15 +71,18 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
 
 
 def describe_selection(ctx: JobContext, args: argparse.Namespace) -> str:
-    return f"--sql {args.sql}" if args.sql else f"WHERE {args.where or ctx.cfg.get('curate.where')}"
+    return f"--sql {args.sql}" if args.sql else f"WHERE {where_of(ctx, args)}"
+
+
+def where_of(ctx: JobContext, args: argparse.Namespace) -> str:
+    return ctx.cfg.get("curate.where") if args.where is None else args.where
 
 
 def select_clips(ctx: JobContext, view: DataFrame, args: argparse.Namespace) -> DataFrame:
     """The clip_view rows the filter or query selects (with a query's own extra columns)."""
     if args.sql:
         return query_selection(ctx, view, _read_query(args.sql))
-    where = args.where or ctx.cfg.get("curate.where")
-    return filtered(ctx, where)
+    return filtered(ctx, where_of(ctx, args))
 
 
 def filtered(ctx: JobContext, where: str) -> DataFrame:

@@ -42,6 +42,7 @@ CLIPS_SPEC = [
     FakeClip("static", 5.0, 0.10, 0.000, 0.1),
     FakeClip("shaky", 5.0, 0.10, 0.000, 45.0),
     FakeClip("unscored", None, None, None, None),
+    FakeClip("lost", 5.0, 0.10, 0.000, 0.2),  # its clip file is deleted after the lake is written
 ]
 PASSING = {"good_a", "good_b"}
 # How many clips each condition of the default filter removes on its own.
@@ -49,7 +50,7 @@ REMOVED_ALONE = {
     "aesthetic >= 4.5": 2,  # ugly, unscored
     "pwatermark < 0.3": 2,  # watermarked, unscored
     "ocr_area_ratio < 0.02": 2,  # texty, unscored
-    "motion BETWEEN 0.5 AND 20": 3,  # static, shaky, unscored
+    "motion BETWEEN 0.5 AND 20": 4,  # static, shaky, unscored, lost
 }
 
 
@@ -77,6 +78,7 @@ def build_lake(spark, lake, root: Path) -> dict[str, str]:
     lake.append(spark.createDataFrame(clips, CLIPS), "clips")
     lake.append(spark.createDataFrame(scores, SCORES), "scores")
     lake.append(spark.createDataFrame(captions, CAPTIONS), "captions")
+    (root / "lost.mp4").unlink()
     return ids
 
 
