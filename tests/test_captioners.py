@@ -57,6 +57,7 @@ def caption_conf(checkpoints: dict[str, Path], *overrides: str) -> tuple[dict, d
         "caption.florence2.generation.num_beams=2",
         f"caption.qwen2_5_vl.generation.max_new_tokens={TOKENS}",
         f"caption.qwen2_5_vl.generation.min_new_tokens={TOKENS}",
+        "caption.qwen2_5_vl.generation.repetition_penalty=1.3",  # must not see the batch's padding
         *overrides,
     ])
     return cfg.section("caption"), cfg.section("models")

@@ -79,5 +79,20 @@ class Qwen2_5_VLCaptioner(VLMCaptioner):
             },
         )
 
+    def generation_settings(self, batch) -> dict:
+        """A repetition penalty that skips each row's left padding: transformers' own penalty counts
+        every token of input_ids, pads included, so the pad token (Qwen's <|endoftext|>, also an
+        end-of-text token) would be penalised only in rows that share a batch with longer ones."""
+        settings = dict(self.generation)
+        penalty = float(settings.pop("repetition_penalty", 1.0))
+        if penalty != 1.0:
+            from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+            pads = (batch["attention_mask"] == 0).sum(dim=1)
+            settings["logits_processor"] = LogitsProcessorList(
+                [RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=pads)]
+            )
+        return settings
+
     def new_tokens(self, inputs, output_ids):
         return output_ids[:, inputs["input_ids"].shape[1]:]

@@ -128,9 +128,14 @@ class VLMCaptioner:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         if "pixel_values_videos" in batch:
             batch["pixel_values_videos"] = batch["pixel_values_videos"].to(self.model.dtype)
+        settings = self.generation_settings(batch)
         with torch.inference_mode():
-            output = self.model.generate(**batch, do_sample=False, **self.generation)
+            output = self.model.generate(**batch, do_sample=False, **settings)
         return self.new_tokens(batch, output)
+
+    def generation_settings(self, batch) -> dict:
+        """generate()'s settings for one batch: conf's, as they apply to this batch's padding."""
+        return dict(self.generation)
 
     def generate(self, prepared: Prepared) -> pd.DataFrame:
         """The `captions` rows of a prepared batch."""
