@@ -74,6 +74,7 @@ def save_watermark_model(path: Path, seed: int = 0) -> Path:
 
 def models_conf(directory: Path) -> dict:
     """A `models` section pointing the scorers at random-weight models under `directory` (built once)."""
+    directory.mkdir(parents=True, exist_ok=True)
     clip = directory / "clip"
     if not (clip / "config.json").is_file():
         save_tiny_clip(clip)

@@ -30,7 +30,7 @@ def videos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    return models_conf(tmp_path_factory.mktemp("score_job_models"))
+    return models_conf(tmp_path_factory.getbasetemp() / "score_models")  # shared by this run's test modules
 
 
 def clip_rows(videos: dict[str, str], missing_uri: str) -> list[dict]:
