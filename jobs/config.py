@@ -165,6 +165,8 @@ def _checked_value(key: str, default: Any, value: Any) -> Any:
             return value
     elif isinstance(default, float) and isinstance(value, (int, float)):
         return float(value)
+    elif isinstance(default, str) and isinstance(value, (int, float)):
+        return str(value)  # YAML reads `--set lake.root=2024` or a Spark conf of `4` as a number
     elif isinstance(default, (int, str, list, dict)) and isinstance(value, type(default)):
         return value
     expected = type(default).__name__

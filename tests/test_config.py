@@ -20,11 +20,13 @@ def test_cluster_profile_points_the_lake_at_object_storage():
 
 def test_overrides_are_parsed_as_yaml():
     cfg = load_config("local", ["spark.master=local-cluster[1,2,1024]", "lake.root=s3://b/lake",
-                                "lake.max_rows_per_file=5000", "spark.conf.spark.executor.memory=2g"])
+                                "lake.max_rows_per_file=5000", "spark.conf.spark.executor.memory=2g",
+                                "spark.conf.spark.sql.shuffle.partitions=4"])
     assert cfg.get("spark.master") == "local-cluster[1,2,1024]"
     assert cfg.get("lake.root") == "s3://b/lake"
     assert cfg.get("lake.max_rows_per_file") == 5000
     assert cfg.get("spark.conf")["spark.executor.memory"] == "2g"
+    assert cfg.get("spark.conf.spark.sql.shuffle.partitions") == "4"
     assert parse_override("download.allow_hosts=[127.0.0.1, localhost]") == (
         "download.allow_hosts", ["127.0.0.1", "localhost"])
 
