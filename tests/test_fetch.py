@@ -37,7 +37,7 @@ MAX_BYTES = 8_000_000  # over every good video (the largest is 4.8 MB)
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Video</title></head><body>Not here</body></html>"
 
 
-def settings_dict(blob_root: Path, **overrides) -> dict:
+def settings_dict(blob_root: Path | str, **overrides) -> dict:
     """The test's `download` section: the loopback server allowed, short timeouts and backoff."""
     conf = {
         "blob_root": str(blob_root),
@@ -476,3 +476,21 @@ def test_counting_every_packet_agrees_with_the_recorded_frame_count(name):
 
     path = packaged_video(name)
     assert probe_video(path, count_all_packets=True) == probe_video(path, count_all_packets=False)
+
+
+def test_an_object_store_blob_root_gets_the_bytes_through_fsspec(tmp_path):
+    import fsspec
+
+    bikes = packaged_video("bikes")
+    rows = pd.DataFrame({"video_id": [row_id("remote")], "url": [str(bikes)]})
+    spool = str(tmp_path / "spool")
+    conf = settings_dict("memory://vidlake-test/blobs", allow_local_paths=True, spool_dir=spool)
+    (tmp_path / "spool").mkdir()
+    result = download_batch(rows, conf)
+    uri = result["uri"][0]
+    assert result["status"][0] == status.OK, result["error"][0]
+    video = row_id("remote")
+    assert uri.startswith("memory://") and uri.endswith(f"/blobs/{video[:2]}/{video}.mp4")
+    with fsspec.open(uri, "rb") as stored:
+        assert stored.read() == bikes.read_bytes()
+    assert list((tmp_path / "spool").iterdir()) == []  # the spooled body is gone once uploaded
