@@ -100,7 +100,7 @@ def failed_videos(ctx: JobContext) -> DataFrame:
 def download_all(ctx: JobContext, todo: DataFrame, conf: dict, log: StageLog, limit: int | None,
                  replace: bool) -> Counter:
     """Downloads `todo` in batches of `download.commit_every`, one Delta commit per batch."""
-    tasks = int(conf.get("partitions_per_batch") or ctx.spark.sparkContext.defaultParallelism)
+    tasks = tasks_per_batch(conf, ctx.spark.sparkContext.defaultParallelism)
     todo = todo.select("video_id", "url", F.coalesce("attempts", F.lit(0)).cast("int").alias("attempts"))
     # Hash-partitioned by id with an explicit count: every batch runs as `tasks` tasks (adaptive
     # execution does not coalesce an explicit repartition), and the dedup needs no second shuffle.
@@ -124,6 +124,15 @@ def download_all(ctx: JobContext, todo: DataFrame, conf: dict, log: StageLog, li
         return statuses
     finally:
         todo.unpersist()
+
+
+def tasks_per_batch(conf: dict, default_parallelism: int) -> int:
+    """`download.partitions_per_batch`, else as many tasks as the cluster runs at once, but no more
+    than keeps each task's `download.concurrency` downloads busy with a batch's videos."""
+    if conf.get("partitions_per_batch"):
+        return int(conf["partitions_per_batch"])
+    filled = math.ceil(int(conf["commit_every"]) / int(conf["concurrency"]))
+    return max(1, min(default_parallelism, filled))
 
 
 def _commit_batch(ctx: JobContext, rows: DataFrame, conf: dict, replace: bool) -> Counter:

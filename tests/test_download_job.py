@@ -20,7 +20,7 @@ from loopback_server import LoopbackServer, file_responder
 from media import packaged_video
 
 from jobs.context import JobContext
-from jobs.download import download_conf, run
+from jobs.download import download_conf, run, tasks_per_batch
 from schemas.ids import video_id
 from schemas.tables import VIDEOS
 from udfs.errors import VidlakeError
@@ -134,6 +134,13 @@ def test_blob_root_defaults_beside_the_tables_and_bad_settings_are_refused(cfg, 
     cfg.set("download.commit_every", 0)
     with pytest.raises(VidlakeError, match="commit_every"):
         download_conf(cfg, lake.root)
+
+
+def test_a_batch_gets_as_many_tasks_as_keep_their_downloads_busy():
+    conf = {"commit_every": 5000, "concurrency": 16, "partitions_per_batch": None}
+    assert tasks_per_batch(conf, default_parallelism=64) == 64
+    assert tasks_per_batch(conf, default_parallelism=4000) == 313  # 5000 videos / 16 per task
+    assert tasks_per_batch({**conf, "partitions_per_batch": 7}, default_parallelism=64) == 7
 
 
 def _delayed(data: bytes, delay_s: float):
