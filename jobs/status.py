@@ -1,11 +1,10 @@
 """`vidlake status`: per stage, rows done, pending and failed, read from the tables.
 
-    stage     table        done  pending  failed  what the numbers count
-    ingest    videos         12        -       1  videos ingested; rejected source rows
-    download  video_files    11        1       2  videos fetched ok; not fetched yet; failed fetches
-    split     clips          40        0       1  clips (from 9 videos); ok videos not split; split_errors
-    score     scores         40        0       2  clips scored; clips without scores; rows with scorer errors
-    caption   captions       40        0       0  clips with a caption; without one; captions not ok
+    ingest    videos       videos ingested; source rows rejected (ingest_errors, severity rejected)
+    download  video_files  videos fetched ok; videos with no video_files row yet; failed fetches
+    split     clips        clips; ok videos neither split nor in split_errors; videos in split_errors
+    score     scores       clips scored; clips with no scores row; rows with a scorer error
+    caption   captions     clips with a caption; clips without one; captions not ok
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 
 A GPU stage (score, caption; split with the transnetv2 detector) gets its executors' GPUs and
 discovery script and its per-task GPU amount from its conf section (`<stage>.executor_gpus`,
-`<stage>.gpus_per_task`, `<stage>.gpu_discovery_script`; split: `split.transnetv2.gpu_amount`);
+`<stage>.gpus_per_task`, `<stage>.gpu_discovery_script`; split: the same keys under `split.gpu`);
 the discovery script defaults to scripts/discover_gpus.sh. Other stages get no GPU confs.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ def gpu_confs(cfg: Config, stage: str) -> dict[str, str]:
     """Spark's GPU resource confs for the stage ({} for a CPU stage)."""
     if stage in ("score", "caption"):
         section = cfg.section(stage)
-        executor_gpus, task_gpus = section["executor_gpus"], section["gpus_per_task"]
-        script = section["gpu_discovery_script"]
     elif stage == "split" and cfg.get("split.detector") == "transnetv2":
-        executor_gpus, task_gpus, script = 1, cfg.get("split.transnetv2.gpu_amount"), None
+        section = cfg.section("split.gpu")
     else:
         return {}
+    executor_gpus, task_gpus = section["executor_gpus"], section["gpus_per_task"]
+    script = section["gpu_discovery_script"]
     script = str(script or DEFAULT_DISCOVERY_SCRIPT)
     return {
         "spark.executor.resource.gpu.amount": str(executor_gpus),

@@ -157,3 +157,16 @@ def test_filter_conditions_split_at_top_level_and_only():
     assert split_conditions("(a > 1 AND b < 2) AND t LIKE '%AND%'") == ["(a > 1 AND b < 2)", "t LIKE '%AND%'"]
     motion = conditions(DEFAULT_WHERE)[-1]
     assert (motion.column, motion.thresholds) == ("motion", (0.5, 20.0))
+
+
+def test_status_counts_done_pending_and_failed_per_stage(built):
+    from jobs.status import format_status, lake_status
+
+    ctx, ids = built
+    rows = {row.stage: row for row in lake_status(ctx.lake)}
+    assert (rows["download"].done, rows["download"].pending, rows["download"].failed) == (1, 0, 0)
+    assert (rows["split"].done, rows["split"].pending) == (len(ids), 0)
+    assert (rows["score"].done, rows["score"].pending) == (len(ids) - 1, 1)  # `unscored` has no row
+    assert (rows["caption"].done, rows["caption"].pending, rows["caption"].failed) == (len(ids), 0, 0)
+    assert format_status(list(rows.values())).splitlines()[0].split()[:5] == ["stage", "table", "done", "pending",
+                                                                              "failed"]

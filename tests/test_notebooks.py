@@ -2,6 +2,7 @@
 builds with only files it wrote."""
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_report_references_only_files_it_wrote(built, tmp_path):
     assert "http" not in text.lower()
     assert f"thumb_{ids['good_b']}.png" in parser.references
     for condition, removed in REMOVED_ALONE.items():
-        assert f"<code>{condition}</code></td><td>{removed}</td>" in text
+        assert f"<code>{html.escape(condition)}</code></td><td>{removed}</td>" in text
     assert "cannot decode" in text or "does not exist" in text  # the clip whose file is gone
 
 
