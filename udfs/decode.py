@@ -96,6 +96,9 @@ class DecodeSummary:
 class VideoDecoder:
     """One pass over a video's frames, scaled to every spec, `batch_frames` frames at a time.
 
+    `interpolation` is libswscale's (FAST_BILINEAR, BILINEAR, AREA, ...); `skip_loop_filter` skips
+    H.264/HEVC deblocking, for frames that only feed detectors.
+
     Use as a context manager; `info` is known once opened, `summary` is complete once
     `batches()` is exhausted. Any FFmpeg error while opening or decoding raises DecodeError.
     """
@@ -107,9 +110,10 @@ class VideoDecoder:
         batch_frames: int = 64,
         threads: int = 0,
         interpolation: str = "BILINEAR",
+        skip_loop_filter: bool = False,
     ) -> None:
         self.path, self.specs, self.batch_frames = str(path), dict(specs), batch_frames
-        self.threads, self.interpolation = threads, interpolation
+        self.threads, self.interpolation, self.skip_loop_filter = threads, interpolation, skip_loop_filter
         self.summary = DecodeSummary()
         self._container = None
         self._stream = None
@@ -126,6 +130,10 @@ class VideoDecoder:
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.thread_count = self.threads
+        if self.skip_loop_filter:
+            # No deblocking: about 20% less decoding work at 1080p H.264; the blocking it leaves is
+            # invisible at the few hundred pixels detectors look at. Never for frames that are kept.
+            stream.codec_context.options = {"skip_loop_filter": "all"}
         self._stream = stream
         self.info = _stream_info(stream)
         return self
@@ -205,6 +213,17 @@ def _batch(first_index: int, pending: list, specs: Mapping[str, FrameSpec]) -> F
     times = np.fromiter((time for time, _ in pending), dtype=np.float64, count=len(pending))
     frames = {name: np.stack([scaled[name] for _, scaled in pending]) for name in specs}
     return FrameBatch(first_index=first_index, times=times, frames=frames)
+
+
+def probe_info(path: str | Path) -> VideoInfo:
+    """The video stream's header (size, rate, codec) without reading any frame."""
+    try:
+        with open_container(path) as container:
+            if not container.streams.video:
+                raise DecodeError(f"{path} has no video stream")
+            return _stream_info(container.streams.video[0])
+    except (av.FFmpegError, OSError) as error:
+        raise DecodeError(f"cannot open {path}: {error}") from error
 
 
 @dataclass(frozen=True)

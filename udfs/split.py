@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.ids import clip_id
-from udfs.decode import DecodeError, VideoDecoder, VideoInfo, index_packets
+from udfs.decode import DecodeError, VideoDecoder, VideoInfo, index_packets, probe_info
 from udfs.materialize import Materializer
 from udfs.scenes import (
     ClipRules,
@@ -60,6 +60,7 @@ def detect_cuts(path: str | Path, detectors: Sequence[CutDetector], decode_conf:
         batch_frames=int(decode_conf["batch_frames"]),
         threads=int(decode_conf["threads"]),
         interpolation=str(decode_conf["interpolation"]),
+        skip_loop_filter=bool(decode_conf["skip_loop_filter"]),
     )
     times = []
     with decoder:
@@ -109,21 +110,28 @@ class SceneSplitter:
 
     def split_one(self, video_id: str, uri: str, hints: Any = None) -> list[dict]:
         """The clip rows of one video, or one error row saying why it has none."""
+        return self.split_video(video_id, uri, hints).rows
+
+    def split_video(self, video_id: str, uri: str, hints: Any = None) -> VideoSplit:
+        """The rows of one video (clips, or one error row) and the cuts its detector found."""
         self.load()
         now = datetime.now(timezone.utc)
+        cuts: list[int] = []
         try:
-            clips, info, timeline, problems = self._clips(uri, _as_hint_list(hints))
+            clips, info, timeline, cuts, problems = self._clips(uri, _as_hint_list(hints))
             rows = self._clip_rows(video_id, uri, clips, info, timeline, now)
         except (DecodeError, ClipError) as error:
-            return [self._error_row(video_id, str(error), now)]
+            return VideoSplit([self._error_row(video_id, str(error), now)], cuts)
         except (av.FFmpegError, OSError) as error:  # writing a clip file failed
-            return [self._error_row(video_id, f"materializing clips failed: {error}", now)]
+            return VideoSplit([self._error_row(video_id, f"materializing clips failed: {error}", now)], cuts)
         if problems:
             rows.append(self._error_row(video_id, "; ".join(problems), now))
-        return rows
+        return VideoSplit(rows, cuts)
 
-    def _clips(self, uri: str, hints: list[dict] | None) -> tuple[list[ClipSpan], VideoInfo, Timeline, list[str]]:
+    def _clips(self, uri: str, hints: list[dict] | None):
+        """(clips, video info, timeline, detected cuts, problems with the hints) of one video."""
         problems: list[str] = []
+        cuts: list[int] = []
         if self.detector_name == "hints":
             if not hints:
                 raise ClipError("the video has no clip hints (the hints detector uses the spans its source ships)")
@@ -132,17 +140,18 @@ class SceneSplitter:
             self._check_resolution(info)
             scenes, problems = hint_scenes(hints, timeline)
         else:
+            if self.rules.min_short_side:
+                self._check_resolution(probe_info(uri))  # before paying for the decode
             detected = detect_cuts(uri, [self._detector], self.conf["decode"])
-            info, timeline = detected.info, detected.timeline
-            self._check_resolution(info)
-            scenes = scenes_from_cuts(detected.cuts[self.detector_name], timeline.num_frames)
+            info, timeline, cuts = detected.info, detected.timeline, detected.cuts[self.detector_name]
+            scenes = scenes_from_cuts(cuts, timeline.num_frames)
         clips = self.rules.clips(scenes, timeline)
         if not clips:
             raise ClipError(
                 f"no clips: none of its {len(scenes)} scene(s) reaches split.clips.min_clip_s "
                 f"({self.rules.min_clip_s} s) after dropping {self.rules.drop_at_cut_s} s at each cut"
             )
-        return clips, info, timeline, problems
+        return clips, info, timeline, cuts, problems
 
     def _check_resolution(self, info: VideoInfo) -> None:
         minimum = int(self.rules.min_short_side)
@@ -193,6 +202,12 @@ class SceneSplitter:
         row = dict.fromkeys(OUTPUT_COLUMNS)
         row.update(video_id=video_id, detector=self.detector_name, created_at=now, split_error=reason)
         return row
+
+
+@dataclass
+class VideoSplit:
+    rows: list[dict]
+    cuts: list[int]
 
 
 class ClipError(Exception):
