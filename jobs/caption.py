@@ -24,6 +24,7 @@ from pyspark.sql.types import StringType, StructType
 from jobs.context import JobContext
 from jobs.gpu import gpu_map
 from jobs.progress import StageLog
+from jobs.views import clip_spans
 from schemas.tables import CAPTIONS
 from udfs.captioners import CAPTIONER_NAMES, check_weights, default_kinds, known_kinds
 from udfs.errors import VidlakeError
@@ -88,7 +89,7 @@ def parse_kinds(model: str, kinds_arg: str | None, conf: Mapping[str, Any]) -> l
 def pending_work(ctx: JobContext, model: str, kinds: Sequence[str], retry_errors: bool) -> DataFrame:
     """One row per clip and kind with no `captions` row yet: clip_id, model, kind, uri, start_s, end_s
     (times within the file at uri), plus for the source captioner the video's source, caption and hints."""
-    clips = clip_spans(ctx)
+    clips = clip_spans(ctx.lake)
     kind_rows = ctx.spark.createDataFrame([(k,) for k in kinds], "kind string")
     work = clips.crossJoin(kind_rows).withColumn("model", F.lit(model))
     if model == "source":
@@ -100,20 +101,6 @@ def pending_work(ctx: JobContext, model: str, kinds: Sequence[str], retry_errors
     if retry_errors:
         done = done.where(~F.coalesce(F.col("quality") == "error", F.lit(False)))
     return work.join(done.select(*KEYS), list(KEYS), "left_anti").drop("video_id")
-
-
-def clip_spans(ctx: JobContext) -> DataFrame:
-    """clip_id, video_id, uri, start_s, end_s, where a clip cut into its own file (its uri is not
-    the video's) spans [0, end_s - start_s) of that file."""
-    clips = ctx.lake.read("clips").select("clip_id", "video_id", "uri", "start_s", "end_s")
-    files = ctx.lake.read("video_files").select("video_id", F.col("uri").alias("video_uri"))
-    joined = clips.join(files, "video_id", "left")
-    own_file = F.col("video_uri").isNotNull() & (F.col("uri") != F.col("video_uri"))
-    return joined.select(
-        "clip_id", "video_id", "uri",
-        F.when(own_file, F.lit(0.0)).otherwise(F.col("start_s")).alias("start_s"),
-        F.when(own_file, F.col("end_s") - F.col("start_s")).otherwise(F.col("end_s")).alias("end_s"),
-    )
 
 
 def output_schema() -> StructType:

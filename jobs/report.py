@@ -24,7 +24,7 @@ from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 from jobs.context import JobContext
 from jobs.filters import Condition, conditions, referenced_columns
 from jobs.output import QueryError, reported
-from jobs.views import register_clip_view
+from jobs.views import file_span_columns, register_clip_view
 from udfs.thumbnails import thumbnail_batches
 
 SCORE_COLUMNS = ("aesthetic", "pwatermark", "ocr_area_ratio", "motion", "nsfw", "brightness", "sharpness", "match")
@@ -202,12 +202,7 @@ def samples_section(ctx: JobContext, view: DataFrame, out: Path, scores: list[st
 def _thumbnails(ctx: JobContext, view: DataFrame, clip_ids: set[str], out: Path, width: int) -> dict[str, str]:
     """clip_id -> thumbnail file name (or the error text), decoded on the executors."""
     wanted = ctx.spark.createDataFrame([(c,) for c in sorted(clip_ids)], "clip_id string")
-    own_file = F.col("video_uri").isNotNull() & (F.col("uri") != F.col("video_uri"))
-    spans = view.join(wanted, "clip_id").select(
-        "clip_id", "uri",
-        F.when(own_file, F.lit(0.0)).otherwise(F.col("start_s")).alias("start_s"),
-        F.when(own_file, F.col("end_s") - F.col("start_s")).otherwise(F.col("end_s")).alias("end_s"),
-    )
+    spans = view.join(wanted, "clip_id").select("clip_id", "uri", *file_span_columns())
     thumbs = {}
     for row in spans.mapInPandas(thumbnail_batches(width), THUMBNAIL_SCHEMA).collect():
         if row.png is None:

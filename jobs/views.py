@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 from jobs.config import Config
 from jobs.lake import Lake
@@ -81,3 +82,20 @@ def register_clip_view(lake: Lake, cfg: Config, caption_kind: str | None = None)
     view = lake.spark.sql(clip_view_sql(kind, cfg.get("curate.caption_models")))
     view.createOrReplaceTempView(CLIP_VIEW)
     return view
+
+
+def file_span_columns() -> list[Column]:
+    """`start_s`, `end_s` of a clip within the file at its `uri`, given its `video_uri`: a clip cut
+    into a file of its own (materialized) spans [0, end_s - start_s) of that file."""
+    own_file = F.col("video_uri").isNotNull() & (F.col("uri") != F.col("video_uri"))
+    return [
+        F.when(own_file, F.lit(0.0)).otherwise(F.col("start_s")).alias("start_s"),
+        F.when(own_file, F.col("end_s") - F.col("start_s")).otherwise(F.col("end_s")).alias("end_s"),
+    ]
+
+
+def clip_spans(lake: Lake) -> DataFrame:
+    """clip_id, video_id, uri and the clip's span within that file: what a stage decodes frames from."""
+    clips = lake.read("clips").select("clip_id", "video_id", "uri", "start_s", "end_s")
+    files = lake.read("video_files").select("video_id", F.col("uri").alias("video_uri"))
+    return clips.join(files, "video_id", "left").select("clip_id", "video_id", "uri", *file_span_columns())
