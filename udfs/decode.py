@@ -7,6 +7,8 @@ TransNetV2). Full-size frames never reach Python.
 """
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -224,6 +226,54 @@ def probe_info(path: str | Path) -> VideoInfo:
             return _stream_info(container.streams.video[0])
     except (av.FFmpegError, OSError) as error:
         raise DecodeError(f"cannot open {path}: {error}") from error
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced by a background thread up to `depth` ahead (0: in this thread).
+
+    Decoding and scaling (FFmpeg and libswscale, outside the GIL) then overlap the detectors'
+    work on the previous batch. An error in the producer is raised here; stopping early stops it.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    finished = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(finished)
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(_Failure(error))
+
+    thread = threading.Thread(target=produce, name="vidlake-decode", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not finished:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.ids import clip_id
-from udfs.decode import DecodeError, VideoDecoder, VideoInfo, index_packets, probe_info
+from udfs.decode import DecodeError, VideoDecoder, VideoInfo, index_packets, prefetched, probe_info
 from udfs.materialize import Materializer
 from udfs.scenes import (
     ClipRules,
@@ -66,7 +66,7 @@ def detect_cuts(path: str | Path, detectors: Sequence[CutDetector], decode_conf:
     with decoder:
         for detector in detectors:
             detector.start(decoder.info)
-        for batch in decoder.batches():
+        for batch in prefetched(decoder.batches(), int(decode_conf["prefetch_batches"])):
             times.append(batch.times)
             for detector in detectors:
                 detector.process(batch)
