@@ -36,7 +36,6 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, MapType, StringType, StructField, StructType
-from pyspark.storagelevel import StorageLevel
 
 from jobs.context import JobContext
 from jobs.progress import StageLog
@@ -134,40 +133,49 @@ def ingest_batch(format_name: str, files: list[InputFile]) -> str:
 def ingest(
     ctx: JobContext, fmt: sources.SourceFormat, files: list[InputFile], settings: dict, batch: str, log: StageLog
 ) -> IngestCounts:
-    """Classify every input row, then append the new videos and the error rows."""
+    """Classify every input row into a staging table, then append the new videos and the error rows
+    from it. Staging (parquet under <lake>/_staging, removed at the end) keeps the file parsed and
+    the duplicates sorted out once for the counts and both tables, at the cost of one columnar write."""
     multiline = {f.path for f in files} if settings["csv_multiline"] == "always" else set()
-    while True:
-        groups = read_source(ctx.spark, fmt, files, multiline)
-        candidates = reduce(DataFrame.unionByName, [normalise(fmt, g, settings) for g in groups])
-        classified = classify(candidates, ctx.lake, fmt, settings).persist(StorageLevel.MEMORY_AND_DISK)
-        stats = block_stats(classified)
-        broken = _broken_csv_files(fmt, stats, multiline, settings)
-        if not broken:
-            break
-        for path in sorted(broken):
-            log.note(f"{path}: rows broken by a newline inside a quoted field; reading it again as one stream")
-        classified.unpersist()
-        multiline |= broken
-    now = datetime.now(timezone.utc)
+    staging = f"{ctx.lake.root}/_staging/{batch}"
     try:
-        videos = new_videos(classified, fmt, settings, batch, now)
+        while True:
+            groups = read_source(ctx.spark, fmt, files, multiline)
+            candidates = reduce(DataFrame.unionByName, [normalise(fmt, g, settings) for g in groups])
+            classify(candidates, ctx.lake, fmt, settings).write.mode("overwrite").parquet(staging)
+            classified = ctx.spark.read.parquet(staging)
+            stats = block_stats(classified)
+            broken = _broken_csv_files(fmt, stats, multiline, settings)
+            if not broken:
+                break
+            for path in sorted(broken):
+                log.note(f"{path}: rows broken by a newline inside a quoted field; reading it again as one stream")
+            multiline |= broken
+        now = datetime.now(timezone.utc)
+        videos = new_videos(classified, fmt, batch, now)
         added = stats.total("accepted", in_lake=False)
         if fmt.rows_per_video == "many":
             videos = videos.persist()
             added = videos.count()
         ctx.lake.append(videos, "videos")
         videos.unpersist()
-        errors = error_rows(ctx.spark, classified, stats, fmt, settings, batch, now).persist()
+        errors = error_rows(ctx.spark, classified, stats, fmt, batch, now).persist()
         warnings = errors.where(F.col("severity") == "warning").count()
         ctx.lake.append(ctx.lake.pending(errors, "ingest_errors"), "ingest_errors")
         errors.unpersist()
     finally:
-        classified.unpersist()
+        _remove(ctx.spark, staging)
     return IngestCounts(
         input_rows=stats.total(), accepted=stats.total("accepted"), rejected=stats.total("rejected"),
         folded=stats.total("folded"), warnings=warnings, already_in_lake=stats.total("accepted", in_lake=True),
         videos_added=added,
     )
+
+
+def _remove(spark: SparkSession, path: str) -> None:
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hadoop_path, True)
 
 
 def _broken_csv_files(fmt: sources.SourceFormat, stats: BlockStats, multiline: set[str], settings: dict) -> set[str]:
@@ -467,7 +475,8 @@ def url_problem(url: Column, allow_local_paths: bool) -> Column:
     local = url.startswith("/") | (scheme == "file")
     shown = F.substring(url, 1, 200)
     return (
-        F.when(_blank(url), F.lit(f"{parse.EMPTY_URL}: the row has no url"))
+        F.when(url.rlike(parse.HTTP_URL), F.lit(None))  # most rows: one regex, then done
+        .when(_blank(url), F.lit(f"{parse.EMPTY_URL}: the row has no url"))
         .when(scheme.isin("http", "https"),
               F.when(~url.rlike(parse.HTTP_URL), F.concat(F.lit(f"{parse.UNPARSABLE_URL}: "), shown)))
         .when(local & F.lit(not allow_local_paths),
@@ -494,17 +503,21 @@ def classify(candidates: DataFrame, lake, fmt: sources.SourceFormat, settings: d
         "video_id", F.when(source_video_id.isNotNull(), video_id_column(fmt.name, source_video_id))
     )
     df = df.withColumn("reject", F.coalesce("reject", url_problem(F.col("url"), settings["allow_local_paths"])))
-    existing = lake.read("videos").where(F.col("source") == fmt.name)
-    df = df.join(existing.select("video_id", F.col("url").alias("_lake_url")), "video_id", "left")
     valid = F.col("reject").isNull()
     key = F.when(valid, F.col("row_key")).otherwise(F.concat(F.lit("\u0000"), F.col("_pos").cast("string")))
-    by_key = Window.partitionBy(key).orderBy(*ORDER)
-    df = df.select(
+    # One shuffle by video_id serves both the window (per video_id and row key) and the lake join.
+    by_key = Window.partitionBy("video_id", key).orderBy(*ORDER)
+    df = df.repartition("video_id").select(
         "*",
         F.row_number().over(by_key).alias("_rank"),
         F.first("url").over(by_key).alias("_first_url"),
         F.first("row_hash").over(by_key).alias("_first_hash"),
     )
+    if lake.exists("videos"):
+        existing = lake.read("videos").where(F.col("source") == fmt.name)
+        df = df.join(existing.select("video_id", F.col("url").alias("_lake_url")), "video_id", "left")
+    else:
+        df = df.withColumn("_lake_url", F.lit(None).cast(StringType()))
     later = valid & (F.col("_rank") > 1)
     conflict = later & (F.col("url") != F.col("_first_url"))
     conflict_reason = F.concat(
@@ -518,12 +531,24 @@ def classify(candidates: DataFrame, lake, fmt: sources.SourceFormat, settings: d
         (status == "folded") & (F.col("row_hash") != F.col("_first_hash")),
         F.lit(f"{parse.DUPLICATE_FOLDED}: the first row with this id and url is kept, this row's other fields dropped"),
     )
-    return df.select(
+    df = df.select(
         *ORDER, "src", "malformed", "source_video_id", "url", *PARSED_TYPES,
         F.when(status != "rejected", F.col("video_id")).alias("video_id"),
-        status.alias("status"), reason.alias("reason"), folded_warning.alias("folded_warning"),
-        F.col("_lake_url").isNotNull().alias("in_lake"),
+        status.alias("status"), reason.alias("reason"), F.col("_lake_url").isNotNull().alias("in_lake"),
+        folded_warning.alias("_folded_warning"),
     )
+    fields = video_fields(fmt, settings)
+    df = df.select("*", *[fields[n].alias(n) for n in ("caption", "duration_s", "clip_hints", "extra", "clip_json")],
+                   fields["warnings"].alias("_field_warnings"))
+    no_warnings = F.array().cast(WARNINGS)
+    warnings = (
+        F.when(F.col("in_lake"), no_warnings)
+        .when(F.col("status") == "accepted", F.col("_field_warnings"))
+        .when(F.col("_folded_warning").isNotNull(), F.array("_folded_warning"))
+        .otherwise(no_warnings)
+    )
+    kept = [c for c in df.columns if not c.startswith(("_field", "_folded", "p_"))]
+    return df.select(*kept, warnings.alias("warnings"))
 
 
 # --- the video fields ------------------------------------------------------------------------------
@@ -568,9 +593,9 @@ def _generic_fields(mapping: dict) -> dict[str, Column]:
     }
 
 
-def _present(*warnings: Column) -> Column:
-    """The non-null warnings among `warnings`, as an array."""
-    return F.filter(F.array(*warnings), lambda w: w.isNotNull())
+def _present(warning: Column) -> Column:
+    """A warning as a one-element array, or an empty array where there is none."""
+    return F.when(warning.isNotNull(), F.array(warning)).otherwise(F.array().cast(WARNINGS))
 
 
 def duration_seconds(value: Column) -> tuple[Column, Column]:
@@ -639,15 +664,9 @@ def block_stats(classified: DataFrame) -> BlockStats:
     return BlockStats([r.asDict() for r in rows])
 
 
-def new_videos(
-    classified: DataFrame, fmt: sources.SourceFormat, settings: dict, batch: str, now: datetime
-) -> DataFrame:
+def new_videos(classified: DataFrame, fmt: sources.SourceFormat, batch: str, now: datetime) -> DataFrame:
     """One row per video that is accepted and not in the lake yet."""
-    fields = video_fields(fmt, settings)
-    rows = classified.where((F.col("status") == "accepted") & ~F.col("in_lake")).select(
-        "video_id", "source_video_id", "url", *ORDER,
-        *[fields[n].alias(n) for n in ("caption", "duration_s", "clip_hints", "extra", "clip_json")],
-    )
+    rows = classified.where((F.col("status") == "accepted") & ~F.col("in_lake"))
     if fmt.rows_per_video == "many":
         rows = _fold_clips(rows)
     return rows.select(
@@ -678,21 +697,15 @@ def _fold_clips(rows: DataFrame) -> DataFrame:
 
 
 def error_rows(
-    spark: SparkSession, classified: DataFrame, stats: BlockStats, fmt: sources.SourceFormat, settings: dict,
-    batch: str, now: datetime,
+    spark: SparkSession, classified: DataFrame, stats: BlockStats, fmt: sources.SourceFormat, batch: str,
+    now: datetime,
 ) -> DataFrame:
     """One row per rejected input row, and one per warning of a row whose video is added now."""
-    fields = video_fields(fmt, settings)
-    warnings = (
-        F.when(F.col("in_lake"), F.array().cast(WARNINGS))
-        .when(F.col("status") == "accepted", fields["warnings"])
-        .when(F.col("folded_warning").isNotNull(), F.array("folded_warning"))
-        .otherwise(F.array().cast(WARNINGS))
-    )
-    problems = F.when(F.col("status") == "rejected", F.array("reason")).otherwise(warnings)
-    offsets = spark.createDataFrame(stats.block_offsets(), "_file string, _block long, _before long, _first_pos long")
-    rows = classified.select("*", F.explode(problems).alias("problem")).join(F.broadcast(offsets), ["_file", "_block"])
     rejected = F.col("status") == "rejected"
+    problems = F.when(rejected, F.array("reason")).otherwise(F.col("warnings"))
+    offsets = spark.createDataFrame(stats.block_offsets(), "_file string, _block long, _before long, _first_pos long")
+    rows = classified.where(rejected | (F.size("warnings") > 0)).select("*", F.explode(problems).alias("problem"))
+    rows = rows.join(F.broadcast(offsets), ["_file", "_block"])
     return rows.select(
         F.lit(fmt.name).alias("source"),
         _local_name(F.col("_file")).alias("input_file"),
