@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=2000, help="URLs to fetch (default 2000)")
     parser.add_argument("--video", default="bikes", help="packaged video served under every URL")
     parser.add_argument("--concurrency", type=int, default=16, help="download.concurrency per Spark task")
-    parser.add_argument("--commit-every", type=int, default=500, help="download.commit_every (default 500)")
+    parser.add_argument("--commit-every", type=int, default=500, help="download.commit_every (default 500: 4 commits)")
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     return parser.parse_args()
 
