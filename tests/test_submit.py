@@ -33,7 +33,7 @@ def test_score_stage_submitted_to_local_cluster_runs_under_its_resource_profile(
     video = tmp_path / "clip.mp4"
     make_video(video, [Shot(50, seed=3)], fps=25, size=(96, 54))
     lake.append(spark.createDataFrame(_clip_rows(video), CLIPS), "clips")
-    overrides = ["score.resource_profile='true'", "score.gpus_per_task=0.5", "score.executor_gpus=2",
+    overrides = ["score.resource_profile=always", "score.gpus_per_task=0.5", "score.executor_gpus=2",
                  f"score.gpu_discovery_script={FAKE_GPUS}", "score.frames.n=2"]
     submit_args = (f"--master local-cluster[1,1,1024] --conf spark.worker.resource.gpu.amount=2 "
                    f"--conf spark.worker.resource.gpu.discoveryScript={FAKE_GPUS} --conf spark.executor.memory=768m "
