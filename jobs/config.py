@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ import yaml
 
 from udfs.errors import VidlakeError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Read through importlib.resources, so the conf travels inside spark-submit's --py-files zip too
+# (cluster deploy mode has no checkout on the driver).
+CONF_DIR = resources.files("conf")
 DEFAULTS_DIR = CONF_DIR / "defaults"
 
 # Sections whose keys are free-form (Spark confs, the generic format's column mapping, per-model
@@ -63,7 +67,7 @@ class Config:
 def load_config(profile: str = "local", overrides: Iterable[str] = ()) -> Config:
     """Defaults, then the profile (a name under conf/ or a YAML file path), then `key=value` overrides."""
     data: dict = {}
-    for path in sorted(DEFAULTS_DIR.glob("*.yaml")):
+    for path in sorted(_yaml_files(DEFAULTS_DIR), key=lambda p: p.name):
         _merge(data, _read_yaml(path), strict=False, where=str(path))
     profile_path = _profile_path(profile)
     _merge(data, _read_yaml(profile_path), strict=True, where=str(profile_path))
@@ -85,7 +89,11 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _profile_path(profile: str) -> Path:
+def _yaml_files(folder: Traversable) -> list[Traversable]:
+    return [p for p in folder.iterdir() if p.name.endswith(".yaml") and p.is_file()]
+
+
+def _profile_path(profile: str) -> Path | Traversable:
     candidate = Path(profile)
     if candidate.suffix in (".yaml", ".yml"):
         if not candidate.is_file():
@@ -93,12 +101,12 @@ def _profile_path(profile: str) -> Path:
         return candidate
     named = CONF_DIR / f"{profile}.yaml"
     if not named.is_file():
-        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+        known = sorted(p.name.removesuffix(".yaml") for p in _yaml_files(CONF_DIR))
         raise ConfigError(f"unknown conf profile {profile!r}; profiles: {', '.join(known)}, or a .yaml path")
     return named
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path | Traversable) -> dict:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
