@@ -266,8 +266,12 @@ def test_reencoded_clips_are_frame_accurate_at_the_conf_size_and_rate(conf, synt
     for clip in pd.DataFrame(splitter.split_one("synthetic", path)).itertuples():
         with av.open(clip.uri) as container:
             stream = container.streams.video[0]
-            count = sum(1 for _ in container.decode(stream))
+            times = [frame.time for frame in container.decode(stream)]
+            count = len(times)
             assert (stream.width, stream.height) == (clip.width, clip.height) == (160, 90)
+            assert float(stream.average_rate) == pytest.approx(12.5)
+        # the file plays at its rate: frame i shows at i / fps, so samplers seek to the right frame
+        assert times == pytest.approx([i / 12.5 for i in range(count)], abs=1e-3)
         assert count == clip.num_frames == pytest.approx((clip.end_frame - clip.start_frame) / 2, abs=1)
         assert clip.fps == 12.5
 

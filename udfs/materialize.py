@@ -182,10 +182,11 @@ def reencode_clip(
             repeats = _frames_before(relative_end, out_fps, duration) - written
             if repeats <= 0:
                 continue
-            scaled = frame.reformat(width=width, height=height, format="yuv420p")
+            pixels = frame.to_ndarray(width=width, height=height, format="yuv420p")
             for _ in range(repeats):
-                scaled.pts = written
-                target.mux(out.encode(scaled))
+                # A fresh frame without a timestamp: the encoder numbers frames at the stream's rate.
+                # (Reformatted frames keep the source's time base, so their pts would be misread.)
+                target.mux(out.encode(av.VideoFrame.from_ndarray(pixels, format="yuv420p")))
                 written += 1
         target.mux(out.encode(None))
     return MadeClip(path, written, float(out_fps), width, height)
