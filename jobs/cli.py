@@ -89,12 +89,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     Exits through os._exit after flushing: a process that read Delta through delta-rs/Arrow can
     abort during interpreter teardown (exit 134; delta-rs #2184), which would report a finished
     job as crashed. The job's own status is the truth."""
-    logging.basicConfig(level=logging.INFO, format="[vidlake] %(message)s", stream=sys.stderr)
+    _log_to_stderr()
     code = run_stage(sys.argv[1:] if argv is None else argv)
     _stop_spark()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _log_to_stderr() -> None:
+    """vidlake's own logger writes INFO lines to stderr, whatever handlers the root logger has
+    (under spark-submit PySpark has set it up already, so basicConfig would do nothing)."""
+    logger = logging.getLogger("vidlake")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[vidlake] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main_for(stage: str) -> int:

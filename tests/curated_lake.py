@@ -54,6 +54,17 @@ REMOVED_ALONE = {
 }
 
 
+def curated_context(spark, root: Path):
+    """A JobContext on a lake built by build_lake under `root`, and the ids build_lake returns."""
+    from jobs.config import load_config
+    from jobs.context import JobContext
+    from jobs.lake import Lake
+
+    cfg = load_config("local", [f"lake.root={root / 'lake'}", "spark.master=local[2]"])
+    lake = Lake(spark, cfg.get("lake.root"))
+    return JobContext(cfg, spark, lake), build_lake(spark, lake, root / "files")
+
+
 def build_lake(spark, lake, root: Path) -> dict[str, str]:
     """Writes videos, video_files, clips, scores and captions; returns clip name -> clip_id."""
     root.mkdir(parents=True, exist_ok=True)

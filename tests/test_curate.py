@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pandas as pd
 import pytest
-from curated_lake import CLIPS_SPEC, PASSING, build_lake
+from curated_lake import CLIPS_SPEC, PASSING, curated_context
 
 from jobs import curate, sql
 from jobs.filters import conditions, split_conditions
@@ -23,15 +23,7 @@ DEFAULT_WHERE = "aesthetic >= 4.5 AND pwatermark < 0.3 AND ocr_area_ratio < 0.02
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
     """One lake for the module (building it is the slow part); tests only read it."""
-    from jobs.config import load_config
-    from jobs.context import JobContext
-    from jobs.lake import Lake
-
-    root = tmp_path_factory.mktemp("curate")
-    cfg = load_config("local", [f"lake.root={root / 'lake'}", "spark.master=local[2]"])
-    lake = Lake(spark, cfg.get("lake.root"))
-    ids = build_lake(spark, lake, root / "files")
-    return JobContext(cfg, spark, lake), ids
+    return curated_context(spark, tmp_path_factory.mktemp("curate"))
 
 
 def curate_args(out, export="opensora-csv", **overrides) -> argparse.Namespace:

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from curated_lake import PASSING, REMOVED_ALONE, build_lake
+from curated_lake import PASSING, REMOVED_ALONE, curated_context
 
 from jobs.notebook_runner import NotebookError, parse_notebook, run_notebook
 from jobs.output import QueryError
@@ -18,15 +18,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
-    from jobs.config import load_config
-    from jobs.context import JobContext
-    from jobs.lake import Lake
-
-    root = tmp_path_factory.mktemp("notebooks")
-    cfg = load_config("local", [f"lake.root={root / 'lake'}", "spark.master=local[2]"])
-    lake = Lake(spark, cfg.get("lake.root"))
-    ids = build_lake(spark, lake, root / "files")
-    return JobContext(cfg, spark, lake), ids
+    return curated_context(spark, tmp_path_factory.mktemp("notebooks"))
 
 
 def test_every_notebook_is_databricks_source_with_sql_cells():
