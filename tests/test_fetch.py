@@ -478,6 +478,26 @@ def test_counting_every_packet_agrees_with_the_recorded_frame_count(name):
     assert probe_video(path, count_all_packets=True) == probe_video(path, count_all_packets=False)
 
 
+@pytest.mark.parametrize("name", GOOD_VIDEOS)
+def test_the_index_path_describes_a_file_as_ffmpegs_demuxer_does(name):
+    from udfs.probe import probe_from_index, probe_video
+
+    path = packaged_video(name)
+    assert probe_from_index(path) == probe_video(path, count_all_packets=True)
+
+
+def test_the_index_path_leaves_cut_and_unindexed_files_to_ffmpeg(tmp_path):
+    from udfs.probe import probe_from_index
+
+    bikes = packaged_video("bikes")
+    faststart = remux(bikes, tmp_path / "faststart.mp4", "mp4", {"movflags": "faststart"}).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart[:-100])
+    ts = remux(bikes, tmp_path / "bikes.ts", "mpegts")
+    assert probe_from_index(tmp_path / "faststart.mp4") is not None
+    assert probe_from_index(cut) is None and probe_from_index(ts) is None
+
+
 def test_an_object_store_blob_root_gets_the_bytes_through_fsspec(tmp_path):
     import fsspec
 
