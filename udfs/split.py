@@ -8,6 +8,7 @@ through the clip rules (udfs.scenes), and its clips are materialized as conf say
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,25 +55,47 @@ def detect_cuts(path: str | Path, detectors: Sequence[CutDetector], decode_conf:
     specs = {}
     for detector in detectors:
         specs.update(detector.frame_specs())
+    cores = task_cores()
     decoder = VideoDecoder(
         path,
         specs,
         batch_frames=int(decode_conf["batch_frames"]),
-        threads=int(decode_conf["threads"]),
+        threads=int(decode_conf["threads"]) or cores,
         interpolation=str(decode_conf["interpolation"]),
         skip_loop_filter=bool(decode_conf["skip_loop_filter"]),
     )
+    # Decoding ahead overlaps the detectors only where the task has a core to spare for it.
+    depth = int(decode_conf["prefetch_batches"]) if cores > 1 else 0
     times = []
     with decoder:
         for detector in detectors:
             detector.start(decoder.info)
-        for batch in prefetched(decoder.batches(), int(decode_conf["prefetch_batches"])):
+        for batch in prefetched(decoder.batches(), depth):
             times.append(batch.times)
             for detector in detectors:
                 detector.process(batch)
     n = decoder.summary.num_frames
     timeline = Timeline(decoder.info.fps, np.concatenate(times), decoder.summary.end_time)
     return DetectedVideo(decoder.info, timeline, {d.name: d.finish(n) for d in detectors})
+
+
+def task_cores() -> int:
+    """The cores this task may use: spark.task.cpus inside a Spark task, else the CPUs this process may run on.
+
+    Spark runs one task per `spark.task.cpus` cores of an executor, so a decoder with more threads
+    than that only competes with the other tasks' decoders.
+    """
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        context = None
+    else:
+        context = TaskContext.get()
+    if context is not None:
+        return max(1, int(context.cpus()))
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class SceneSplitter:
