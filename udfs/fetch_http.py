@@ -137,6 +137,7 @@ class _WatchdogThread:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._compact_at = 64
         self._sequence = itertools.count()
         threading.Thread(target=self._run, name="vidlake-fetch-watchdog", daemon=True).start()
 
@@ -148,12 +149,18 @@ class _WatchdogThread:
             return cls._instance
 
     def watch(self, watchdog: _Watchdog) -> None:
+        """Adds an attempt. The thread is woken only when the attempt ends before every other one
+        (attempts share one timeout, so that is rare): a wake-up per download cost more CPU than
+        the download's own Python code."""
         with self._condition:
-            if len(self._heap) > 64 and len(self._heap) > 4 * sum(not w.done for _, _, w in self._heap):
+            if len(self._heap) >= self._compact_at:
                 self._heap = [entry for entry in self._heap if not entry[2].done]
                 heapq.heapify(self._heap)
+                self._compact_at = max(64, 2 * len(self._heap))
+            earliest = not self._heap or watchdog.ends < self._heap[0][0]
             heapq.heappush(self._heap, (watchdog.ends, next(self._sequence), watchdog))
-            self._condition.notify()
+            if earliest:
+                self._condition.notify()
 
     def _run(self) -> None:
         with self._condition:

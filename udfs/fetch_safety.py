@@ -8,6 +8,7 @@ must be globally routable, unless its host is in `download.allow_hosts`.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -121,6 +122,7 @@ def host_allowed(host: str, address: IPAddress | None, allow_hosts: Sequence[str
     return False
 
 
+@functools.lru_cache(maxsize=1024)  # the same few allow_hosts entries, on every connection
 def _as_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
         return ipaddress.ip_network(entry.strip("[]"), strict=False)
@@ -128,6 +130,7 @@ def _as_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | N
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # the same hosts, on every connection
 def _as_address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -188,7 +191,7 @@ def resolve_checked(host: str, port: int, allow_hosts: Sequence[str]) -> list[tu
         raise FetchFailure(CONNECTION_ERROR, f"cannot resolve {host}: {err}", retryable=True) from None
     allowed, refused = [], None
     for family, _type, _proto, _name, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        address = _as_address(sockaddr[0].split("%")[0])
         try:
             check_address(host, address, allow_hosts)
         except FetchFailure as failure:
