@@ -247,8 +247,11 @@ def _subsampled(frame: av.VideoFrame, size: tuple[int, int], steps: tuple[int, i
     luma = _plane(frame, 0)[: height * step_y : step_y, : width * step_x : step_x]
     if SUBSAMPLE_CODES[format] is None:
         return np.ascontiguousarray(luma)
-    chroma = [_plane(frame, i)[: height // 2 * step_y : step_y, : width // 2 * step_x : step_x] for i in (1, 2)]
-    i420 = np.concatenate([luma.ravel(), chroma[0].ravel(), chroma[1].ravel()]).reshape(-1, width)
+    i420 = np.empty((height * 3 // 2, width), np.uint8)
+    i420[:height] = luma
+    quarter = i420[height:].reshape(2, height // 2, width // 2)  # the U plane, then the V plane
+    for index in (1, 2):
+        quarter[index - 1] = _plane(frame, index)[: height // 2 * step_y : step_y, : width // 2 * step_x : step_x]
     return cv2.cvtColor(i420, SUBSAMPLE_CODES[format])
 
 
