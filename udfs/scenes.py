@@ -58,7 +58,7 @@ class SceneDetectCuts(CutDetector):
     The detector objects get BGR frames about `width` pixels wide (PySceneDetect's own default
     downscales to about 256; `subsample` takes every k-th decoded pixel, see FrameSpec) through
     their `process_frame`, so PySceneDetect never decodes. Content and adaptive detection score
-    frames with OpenCV (`cheap_content_score`): the same scores, a third of the time.
+    frames with OpenCV (`cheap_content_detectors`): the same scores, at a third of the cost.
     """
 
     SPEC_NAME = "scenedetect"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,12 +86,8 @@ def task_cores() -> int:
     Spark runs one task per `spark.task.cpus` cores of an executor, so a decoder with more threads
     than that only competes with the other tasks' decoders.
     """
-    try:
-        from pyspark import TaskContext
-    except ImportError:
-        context = None
-    else:
-        context = TaskContext.get()
+    pyspark = sys.modules.get("pyspark")  # a Spark Python worker has it loaded; elsewhere it is not imported
+    context = pyspark.TaskContext.get() if pyspark is not None else None
     if context is not None:
         return max(1, int(context.cpus()))
     if hasattr(os, "sched_getaffinity"):
