@@ -496,6 +496,7 @@ def test_the_index_path_leaves_cut_and_unindexed_files_to_ffmpeg(tmp_path):
     ts = remux(bikes, tmp_path / "bikes.ts", "mpegts")
     assert probe_from_index(tmp_path / "faststart.mp4") is not None
     assert probe_from_index(cut) is None and probe_from_index(ts) is None
+    assert probe_from_index(tmp_path / "faststart.mp4", index_max_bytes=1000) is None  # its index is larger
 
 
 def test_an_object_store_blob_root_gets_the_bytes_through_fsspec(tmp_path):

@@ -105,7 +105,7 @@ def _fetch_probe_store(video_id: str, url: object, settings: FetchSettings, stor
         fetch_into(url, sink, settings)
         sink.close()
         try:
-            probe = probe_video(spool, settings.count_frames_by_demux, sink.container)
+            probe = probe_video(spool, settings.count_frames_by_demux, sink.container, settings.index_max_bytes)
         except ProbeError as err:
             raise FetchFailure(DECODE_ERROR, str(err)) from None
         uri = store.publish(spool, video_id, sink.container)

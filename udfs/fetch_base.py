@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
+from udfs.probe import INDEX_MAX_BYTES
+
 OK = "ok"
 HTTP_ERROR = "http_error"  # a final HTTP status other than 200 (the code is in the message)
 TIMEOUT = "timeout"  # the attempt ran past download.timeout_s, or the peer went silent for read_timeout_s
@@ -61,6 +63,7 @@ class FetchSettings:
     retry_after_max_s: float = 60.0
     concurrency: int = 16
     count_frames_by_demux: bool = False
+    index_max_bytes: int = INDEX_MAX_BYTES
     spool_dir: str | None = None
     user_agent: str = "vidlake/0.1"
     tls_ca_file: str | None = None
@@ -80,7 +83,7 @@ class FetchSettings:
         for key in ("allow_hosts", "ytdlp_hosts"):
             values[key] = tuple(str(h).strip().lower() for h in values.get(key) or ())
         settings = cls(**values)
-        for key in ("timeout_s", "connect_timeout_s", "read_timeout_s", "max_bytes", "concurrency"):
+        for key in ("timeout_s", "connect_timeout_s", "read_timeout_s", "max_bytes", "concurrency", "index_max_bytes"):
             if getattr(settings, key) <= 0:
                 raise ValueError(f"download.{key} must be positive, got {getattr(settings, key)!r}")
         return settings

@@ -39,7 +39,7 @@ ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 MP4_DECODERS = {b"avc1": ("h264", b"avcC"), b"avc3": ("h264", b"avcC"),
                 b"hvc1": ("hevc", b"hvcC"), b"hev1": ("hevc", b"hvcC")}
 MOV_FORMAT_NAME = "mov,mp4,m4a,3gp,3g2,mj2"  # FFmpeg's name for the demuxer of these files
-MAX_MOOV_BYTES = 1 << 28  # a larger index is left to FFmpeg rather than read into memory
+INDEX_MAX_BYTES = 64 << 20  # download.index_max_bytes's default
 VISUAL_ENTRY_BYTES = 78  # the fixed fields of a visual sample entry, before its child boxes
 
 
@@ -107,7 +107,8 @@ def describe_head(head: bytes) -> str:
     return f"unknown bytes {head[:16]!r}"
 
 
-def probe_video(path: str | Path, count_all_packets: bool = False, container: str | None = None) -> Probe:
+def probe_video(path: str | Path, count_all_packets: bool = False, container: str | None = None,
+                index_max_bytes: int = INDEX_MAX_BYTES) -> Probe:
     """Opens `path` with PyAV and describes its first video stream.
 
     The frame count is the stream's own when the container records it (MP4, MOV), and then
@@ -123,7 +124,7 @@ def probe_video(path: str | Path, count_all_packets: bool = False, container: st
 
     quick = container in INDEXED_CONTAINERS
     if quick and not count_all_packets:
-        probe = probe_from_index(path)
+        probe = probe_from_index(path, index_max_bytes)
         if probe is not None:
             return probe
     try:
@@ -256,13 +257,14 @@ class _Mp4Track:
     key_size: int
 
 
-def probe_from_index(path: str | Path) -> Probe | None:
+def probe_from_index(path: str | Path, index_max_bytes: int = INDEX_MAX_BYTES) -> Probe | None:
     """An MP4/MOV file described from its index plus one decoded keyframe, or None when the file
-    needs FFmpeg's demuxer (to be described, or to say what is wrong with it)."""
+    needs FFmpeg's demuxer (to be described, or to say what is wrong with it). An index (`moov`
+    box) over `index_max_bytes` is not read into memory: FFmpeg's demuxer takes the file."""
     try:
         with open(path, "rb") as file:
             size = file.seek(0, 2)
-            track = _mp4_track(_read_moov(file, size))
+            track = _mp4_track(_read_moov(file, size, index_max_bytes))
             if track.data_end > size:
                 return None
             file.seek(track.key_offset)
@@ -300,7 +302,7 @@ def _children(data: bytes, start: int, end: int) -> dict[bytes, list[tuple[int, 
     return found
 
 
-def _read_moov(file: BinaryIO, size: int) -> bytes:
+def _read_moov(file: BinaryIO, size: int, max_bytes: int) -> bytes:
     """The `moov` box's payload, found by walking the top-level box headers."""
     pos = 0
     while pos + 8 <= size:
@@ -310,7 +312,7 @@ def _read_moov(file: BinaryIO, size: int) -> bytes:
         if kind == b"moof":
             raise _NotIndexed("fragmented MP4")
         if kind == b"moov":
-            if box_end - payload > MAX_MOOV_BYTES:
+            if box_end - payload > max_bytes:
                 raise _NotIndexed("index too large to read into memory")
             file.seek(pos + payload)
             return file.read(box_end - payload)
