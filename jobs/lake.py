@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -90,6 +90,14 @@ class Lake:
     def overwrite(self, df: DataFrame, name: str) -> None:
         contract = table(name)
         self._engine.write(conform(df, contract), self.path(name), contract, "overwrite")
+
+    def table_files(self, name: str) -> TableFiles:
+        """A writer of the table's parquet files, for a job whose executors write rows themselves
+        (outside a Spark write); `commit_files` then adds what it wrote in one transaction."""
+        return self._engine.table_files(self.path(name), table(name))
+
+    def commit_files(self, name: str, files: TableFiles, written: list[dict]) -> None:
+        self._engine.commit_files(files, written, self.path(name), table(name))
 
     def upsert(self, df: DataFrame, name: str, keys: tuple | list | None = None) -> None:
         """MERGE on `keys` (the table's keys by default): a matched row gets the columns `df`
@@ -190,6 +198,16 @@ class DeltaSparkEngine:
             reader = reader.option("versionAsOf", version)
         return reader.load(path)
 
+    def table_files(self, path: str, contract: Table) -> TableFiles:
+        """Files written beside the table (Delta's JVM writer must add them itself)."""
+        return TableFiles(f"{path.rsplit('/', 1)[0]}/_staging/files-{uuid.uuid4().hex}", contract, 1_000_000)
+
+    def commit_files(self, files: TableFiles, written: list[dict], path: str, contract: Table) -> None:
+        if written:
+            rows = self.spark.read.option("basePath", files.directory).parquet(files.directory)
+            self.write(conform(rows, contract), path, contract, "append")
+        delete_path(self.spark, files.directory)
+
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
         writer = df.write.format("delta").mode(mode)
         if contract.partition_by:
@@ -253,6 +271,12 @@ class DeltaRsEngine:
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
         self._commit(path, contract, mode, adds=self._write_files(df, path, contract), removes=[])
 
+    def table_files(self, path: str, contract: Table) -> TableFiles:
+        return TableFiles(path, contract, self.max_rows_per_file)
+
+    def commit_files(self, files: TableFiles, written: list[dict], path: str, contract: Table) -> None:
+        self._commit(path, contract, "append", adds=written, removes=[])
+
     def upsert(self, source: DataFrame, path: str, contract: Table, keys: tuple) -> None:
         """Copy-on-write MERGE: the files holding a matched key are rewritten with the updates,
         new keys are added, and one transaction swaps them in."""
@@ -284,7 +308,7 @@ class DeltaRsEngine:
         return DeltaTable(path).history()
 
     def _write_files(self, df: DataFrame, path: str, contract: Table) -> list[dict]:
-        write = _parquet_writer(path, contract, self.max_rows_per_file)
+        write = _parquet_writer(TableFiles(path, contract, self.max_rows_per_file))
         return [row.asDict() for row in df.mapInArrow(write, WRITTEN_FILES).collect()]
 
     def _commit(
@@ -316,6 +340,13 @@ class DeltaRsEngine:
             DeltaTable(path).create_write_transaction(
                 actions + removes, mode, schema, partition_by, commit_properties=properties
             )
+
+
+def delete_path(spark: SparkSession, path: str) -> None:
+    """Remove a file or folder (recursively) on any file system Spark can reach."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hadoop_path, True)
 
 
 def _insertable(new_rows: DataFrame, contract: Table) -> DataFrame | None:
@@ -383,18 +414,23 @@ def _escape_partition_value(value: str | None) -> str:
     return "".join(f"%{ord(c):02X}" if c in _PATH_UNSAFE else c for c in value)
 
 
-def _parquet_writer(path: str, contract: Table, max_rows_per_file: int):
-    """The mapInArrow function that writes one task's rows as parquet files under the table and
-    yields one WRITTEN_FILES row per file. Partition columns go in the directory, not the file."""
-    partition_by = list(contract.partition_by)
-    file_schema = _arrow_schema(StructType([f for f in contract.schema.fields if f.name not in partition_by]))
-    file_schema = pa.schema([f.with_nullable(True) for f in file_schema])
+class TableFiles:
+    """Writes rows as parquet files in a table's layout under `directory` (partition columns in the
+    folder names, not the files) and returns one WRITTEN_FILES dict per file. Picklable: executors
+    use it inside mapInArrow, and so can any job that writes a table's files itself."""
 
-    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def __init__(self, directory: str, contract: Table, max_rows_per_file: int):
+        self.directory = directory
+        self.partition_by = list(contract.partition_by)
+        fields = [f for f in contract.schema.fields if f.name not in self.partition_by]
+        self.file_schema = pa.schema([f.with_nullable(True) for f in _arrow_schema(StructType(fields))])
+        self.max_rows_per_file = max_rows_per_file
+
+    def write(self, batches: Iterable[pa.RecordBatch]) -> list[dict]:
         from pyarrow import fs
         from pyarrow import parquet as pq
 
-        filesystem, root = fs.FileSystem.from_uri(path)
+        filesystem, root = fs.FileSystem.from_uri(self.directory)
         open_files: dict[tuple, list] = {}
         finished: list[dict] = []
 
@@ -408,22 +444,32 @@ def _parquet_writer(path: str, contract: Table, max_rows_per_file: int):
             directory = "/".join(f"{quote(k)}={_escape_partition_value(v)}" for k, v in key)
             relative = (f"{directory}/" if directory else "") + f"part-{uuid.uuid4().hex}.snappy.parquet"
             filesystem.create_dir(f"{root}/{relative}".rsplit("/", 1)[0], recursive=True)
-            open_files[key] = [pq.ParquetWriter(f"{root}/{relative}", file_schema, filesystem=filesystem), relative, 0]
+            writer = pq.ParquetWriter(f"{root}/{relative}", self.file_schema, filesystem=filesystem)
+            open_files[key] = [writer, relative, 0]
             return open_files[key]
 
         for batch in batches:
-            for key, part in _split_by_partition(batch, partition_by):
-                rows = pa.Table.from_batches([part]).select(file_schema.names).cast(file_schema)
+            for key, part in _split_by_partition(batch, self.partition_by):
+                rows = pa.Table.from_batches([part]).select(self.file_schema.names).cast(self.file_schema)
                 while rows.num_rows:
                     entry = open_files.get(key) or open_file(key)
-                    chunk = rows.slice(0, max_rows_per_file - entry[2])
+                    chunk = rows.slice(0, self.max_rows_per_file - entry[2])
                     entry[0].write_table(chunk)
                     entry[2] += chunk.num_rows
                     rows = rows.slice(chunk.num_rows)
-                    if entry[2] >= max_rows_per_file:
+                    if entry[2] >= self.max_rows_per_file:
                         close(key)
         for key in list(open_files):
             close(key)
+        return finished
+
+
+def _parquet_writer(files: TableFiles):
+    """The mapInArrow function that writes one task's rows with `files` and yields one
+    WRITTEN_FILES row per file."""
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        finished = files.write(batches)
         if finished:
             yield pa.RecordBatch.from_pylist(finished, schema=_arrow_schema(WRITTEN_FILES))
 

@@ -288,3 +288,31 @@ def _env() -> dict:
 
     return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
+
+
+def test_duplicates_are_decided_in_file_order_whatever_order_a_bucket_holds_them():
+    from udfs import duplicates
+
+    def row(pos, video, url, row_hash, reject=None):
+        return {"_file": "a.csv", "_block": 0, "_pos": pos, "video_id": video, "row_key": video, "url": url,
+                "reject": reject, "row_hash": row_hash, "field_warnings": []}
+
+    rows = pa.Table.from_pylist([
+        row(5, "v1", "https://x/1", 7),  # the same url, other fields: folded with a warning
+        row(9, "v2", "https://x/2b", 1),  # a later row of v2 with another url: rejected
+        row(1, "v1", "https://x/1", 3),  # v1's first row, given last but one: accepted
+        row(2, "v2", "https://x/2", 1),
+        row(3, "v3", "https://x/3", 1),  # the lake has v3 with another url: rejected
+        row(4, None, "https://x/4", 1, reject=parse.EMPTY_ID),
+    ])
+    rows = rows.set_column(rows.schema.get_field_index("field_warnings"), "field_warnings",
+                           rows["field_warnings"].cast(pa.list_(pa.string())))
+    lake = pa.table({"video_id": ["v3"], "url": ["https://x/other"]})
+    got = {r["_pos"]: r for r in duplicates.classify(rows, lake).to_pylist()}
+
+    assert {pos: r["status"] for pos, r in got.items()} == {
+        1: "accepted", 2: "accepted", 3: "rejected", 4: "rejected", 5: "folded", 9: "rejected"}
+    assert got[9]["reason"].startswith(parse.CONFLICTING_DUPLICATE) and got[9]["reason"].endswith("https://x/2")
+    assert got[3]["reason"].startswith(parse.CONFLICTS_WITH_LAKE) and got[3]["video_id"] is None
+    assert got[5]["warnings"] == [duplicates.FOLDED_WARNING] and got[1]["warnings"] == []
+    assert got[3]["in_lake"] and not got[1]["in_lake"]
