@@ -22,7 +22,7 @@ overhead. decode-full decodes with deblocking, as PySceneDetect (OpenCV) and pla
 
 Target: vidlake >= 0.8x decode-only and >= 2x PySceneDetect's defaults, recall no lower.
 
-    python benchmarks/split.py [--videos 2] [--seconds 30] [--repeats 3] [--workdir DIR]
+    python benchmarks/split.py [--videos 2] [--seconds 30] [--repeats 3] [--workdir DIR] [--set KEY=VALUE ...]
 
 Use an even number of videos per core count (Spark would also leave a core idle on the last one).
 """
@@ -54,13 +54,13 @@ SIZE = (1920, 1080)
 def main() -> None:
     args = parse_args()
     if args.worker:
-        run_worker(args.worker, args.threads, json.loads(args.videos_json))
+        run_worker(args.worker, args.threads, json.loads(args.videos_json), args.set)
         return
     videos = generate_videos(Path(args.workdir), args.videos, args.seconds)
     all_cores = len(os.sched_getaffinity(0))
     print_header(videos, args, all_cores)
     for cores in sorted({1, all_cores}):
-        print_rows(cores, best_runs(args.repeats, cores, videos), videos)
+        print_rows(cores, best_runs(args.repeats, cores, videos, args.set), videos)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (the machine is shared: compare ratios, "
           "which come from the same run)")
 
@@ -71,7 +71,8 @@ def print_header(videos: list[dict], args: argparse.Namespace, all_cores: int) -
           f"cached in {args.workdir}")
     print(f"machine: {platform.processor() or platform.machine()}, {all_cores} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}")
-    print(f"vidlake: split udf, content detector, conf defaults ({vidlake_settings()}), materialize=none; "
+    print(f"vidlake: split udf, content detector, conf defaults{' with ' + ', '.join(args.set) if args.set else ''} "
+          f"({vidlake_settings(split_conf(args.set))}), materialize=none; "
           f"best of {args.repeats} interleaved runs\n")
     print(f"{'method':<16}{'cores':>6}{'layout':>9}{'frames/s':>11}{'per core':>10}{'x decode':>10}{'x PySD':>8}"
           f"{'f/cpu-s':>10}{'precision':>11}{'recall':>8}")
@@ -95,6 +96,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each method's fastest counts")
     parser.add_argument("--workdir", default="/tmp/vidlake-split-bench")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a conf override for the udf and decode-only, as `vidlake --set` takes it")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--videos-json", default="[]", help=argparse.SUPPRESS)
@@ -149,21 +152,21 @@ class Run:
     cuts: list | None
 
 
-def best_runs(repeats: int, cores: int, videos: list[dict]) -> dict[tuple[str, str], Run]:
+def best_runs(repeats: int, cores: int, videos: list[dict], overrides: list[str]) -> dict[tuple[str, str], Run]:
     """The best run of each method in each of its layouts: `repeats` rounds, interleaved so that a
     change of load hits every method alike; the fastest wall time and the least CPU time count."""
     keys = [(method, layout) for method in METHODS for layout in (LAYOUTS[method] if cores > 1 else ("tasks",))]
     best: dict[tuple[str, str], Run] = {}
     for _ in range(repeats):
         for key in keys:
-            run = run_layout(*key, cores, videos)
+            run = run_layout(*key, cores, videos, overrides)
             if key in best:
                 run = Run(min(run.seconds, best[key].seconds), min(run.cpu, best[key].cpu), run.cuts)
             best[key] = run
     return best
 
 
-def run_layout(method: str, layout: str, cores: int, videos: list[dict]) -> Run:
+def run_layout(method: str, layout: str, cores: int, videos: list[dict], overrides: list[str]) -> Run:
     """Runs `method` on `cores` cores: one single-thread process per core (tasks) or one process with
     `cores` threads (threads), each pinned to its cores. Wall time runs from the workers' common start
     (all imported and set up) to the last one's end; cuts are None for decoding only."""
@@ -171,7 +174,8 @@ def run_layout(method: str, layout: str, cores: int, videos: list[dict]) -> Run:
     groups = [[cpu] for cpu in cpus] if layout == "tasks" else [cpus]
     shares = [list(range(len(videos)))[i :: len(groups)] for i in range(len(groups))]
     workers = [
-        start_worker(method, group, [videos[i] for i in share]) for group, share in zip(groups, shares, strict=True)
+        start_worker(method, group, [videos[i] for i in share], overrides)
+        for group, share in zip(groups, shares, strict=True)
     ]
     for worker in workers:
         if worker.stdout.readline().strip() != "ready":
@@ -196,22 +200,23 @@ def run_layout(method: str, layout: str, cores: int, videos: list[dict]) -> Run:
     return Run(seconds, cpu, cuts)
 
 
-def start_worker(method: str, cpus: list[int], videos: list[dict]) -> subprocess.Popen:
+def start_worker(method: str, cpus: list[int], videos: list[dict], overrides: list[str]) -> subprocess.Popen:
     """A worker process pinned to `cpus`, its thread pools sized to them; it says "ready" once set up."""
     threads = str(len(cpus))
-    command = [sys.executable, __file__, "--worker", method, "--threads", threads, "--videos-json", json.dumps(videos)]
+    command = [sys.executable, __file__, "--worker", method, "--threads", threads, "--videos-json", json.dumps(videos),
+               *(f"--set={item}" for item in overrides)]
     env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENCV_FFMPEG_THREADS": threads}
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: os.sched_setaffinity(0, cpus))
 
 
-def run_worker(method: str, threads: int, videos: list[dict]) -> None:
+def run_worker(method: str, threads: int, videos: list[dict], overrides: list[str]) -> None:
     """Sets up `method`, says "ready", waits for "go", runs it and prints its start, end, CPU time, cuts."""
     import cv2
 
     cv2.setNumThreads(threads)
     run = {"decode-only": decode_only, "decode-full": decode_full, "pyscenedetect": pyscenedetect_defaults,
-           "vidlake": vidlake_udf}[method](threads)
+           "vidlake": vidlake_udf}[method](threads, split_conf(overrides))
     print("ready", flush=True)
     sys.stdin.readline()
     start, cpu = time.monotonic(), time.process_time()
@@ -219,26 +224,26 @@ def run_worker(method: str, threads: int, videos: list[dict]) -> None:
     print(json.dumps({"start": start, "end": time.monotonic(), "cpu": time.process_time() - cpu, "cuts": cuts}))
 
 
-def split_conf() -> dict:
+def split_conf(overrides: list[str]) -> dict:
     from jobs.config import load_config
 
-    return load_config("local").section("split")
+    return load_config("local", overrides).section("split")
 
 
-def vidlake_settings() -> str:
-    decode = split_conf()["decode"]
+def vidlake_settings(conf: dict) -> str:
+    decode = conf["decode"]
     return (f"decode threads {decode['threads'] or 'per task core'}, skip_loop_filter {decode['skip_loop_filter']}, "
             f"{decode['scenedetect_width']} px {'subsampled' if decode['scenedetect_subsample'] else 'scaled'}")
 
 
-def decode_only(threads: int):
+def decode_only(threads: int, conf: dict):
     """Every frame decoded as the udf's decoder does (its threads, skip_loop_filter), nothing converted."""
-    decode = split_conf()["decode"]
+    decode = conf["decode"]
     options = {"skip_loop_filter": "all"} if decode["skip_loop_filter"] else {}
     return lambda videos: decode_all(videos, int(decode["threads"]) or threads, options)
 
 
-def decode_full(threads: int):
+def decode_full(threads: int, conf: dict):
     """Every frame decoded with deblocking, as players and PySceneDetect's OpenCV backend decode."""
     return lambda videos: decode_all(videos, threads, {})
 
@@ -256,20 +261,20 @@ def decode_all(videos: list[dict], threads: int, options: dict) -> None:
                 pass
 
 
-def pyscenedetect_defaults(threads: int):
+def pyscenedetect_defaults(threads: int, conf: dict):
     """`scenedetect.detect(path, ContentDetector())`: its default backend (OpenCV) and downscaling."""
     from scenedetect import ContentDetector, detect
 
     return lambda videos: [[start.frame_num for start, _ in detect(v["path"], ContentDetector())[1:]] for v in videos]
 
 
-def vidlake_udf(threads: int):
+def vidlake_udf(threads: int, conf: dict):
     """The split udf with conf defaults (content detector), set up once as a Spark worker does."""
     from udfs.scenes import cheap_content_detectors
     from udfs.split import SceneSplitter
 
     cheap_content_detectors()  # imports PySceneDetect before the clock starts, as for the others
-    splitter = SceneSplitter(split_conf(), "content")
+    splitter = SceneSplitter(conf, "content")
     splitter.load()
     return lambda videos: [splitter.split_video(f"bench{i}", v["path"]).cuts for i, v in enumerate(videos)]
 
