@@ -9,11 +9,13 @@ there), rejected (a row in `ingest_errors` says why) or folded (a later row with
 an earlier one). A usable row with a broken optional field is accepted and gets a warning row.
 
 Where each rule lives:
-- Spark SQL, here: reading the files (CSV in parallel blocks, re-read as one stream where a
-  newline inside a quoted field broke rows), ids (sha2, as schemas.ids.video_id), the URL rules,
-  WebVid's and generic fields (regexp_extract durations), duplicates in file order (a window over
-  the row key ordered by file, block and position), the fold of clip rows into one video, counts.
-  A 10M-row WebVid file never goes through Python.
+- Spark SQL, here (pass 1): reading the files (CSV in parallel blocks, re-read as one stream where
+  a newline inside a quoted field broke rows), ids (sha2, as schemas.ids.video_id), the URL rules,
+  WebVid's and generic fields (durations), and the bucket of each row's video id; after pass 2, the
+  fold of clip rows into one video and the error rows.
+- Arrow, udfs/duplicates.py (pass 2, one task per bucket): duplicates in file order (by file,
+  block and position) and against the lake. No full-row shuffle: pass 1 writes each row once,
+  under its bucket, and pass 2 writes the new videos' files itself.
 - Python, udfs/sources.py through mapInPandas: Panda-70M's Python-literal lists, MiraData's and
   Open-Sora-Plan's clip rows.
 
@@ -171,18 +173,15 @@ def ingest(
             added = videos.count()
             ctx.lake.append(videos, "videos")
             videos.unpersist()
-        warnings = 0
         if kept is not None:
-            errors = error_rows(ctx.spark, kept, stats, fmt, batch, now).persist()
-            warnings = errors.where(F.col("severity") == "warning").count()
+            errors = error_rows(ctx.spark, kept, stats, fmt, batch, now)
             ctx.lake.append(ctx.lake.pending(errors, "ingest_errors"), "ingest_errors")
-            errors.unpersist()
     finally:
         delete_path(ctx.spark, staging)
     return IngestCounts(
         input_rows=stats.total(), accepted=stats.total("accepted"), rejected=stats.total("rejected"),
-        folded=stats.total("folded"), warnings=warnings, already_in_lake=stats.total("accepted", in_lake=True),
-        videos_added=added,
+        folded=stats.total("folded"), warnings=sum(outcome["warnings"]),
+        already_in_lake=stats.total("accepted", in_lake=True), videos_added=added,
     )
 
 
@@ -579,8 +578,10 @@ BUCKET_OUTPUT = StructType(
         StructField("file", WRITTEN_FILES),
         StructField("block", BLOCK_COUNTS),
         StructField("kept", LongType()),
+        StructField("warnings", LongType()),
     ]
 )
+KEPT_ROW_GROUP = 65_536  # rows per row group of the kept files: Spark can split them, and a reader's memory stays small
 VIDEO_COLUMNS = ("video_id", "source_video_id", "url", "caption", "duration_s", "clip_hints", "extra")
 
 
@@ -617,8 +618,10 @@ class BucketTask:
         kept = classified.filter(keep)
         if kept.num_rows:
             _write_parquet(kept, f"{self.staging}/kept/bucket-{bucket:05d}.parquet")
+        warned_rows = kept.filter(pc.not_equal(kept["status"], "rejected"))
         outputs = [{"file": f} for f in written] + [{"block": b} for b in _block_counts(classified)]
-        outputs.append({"kept": kept.num_rows})
+        warnings = pc.sum(pc.list_value_length(warned_rows["warnings"])).as_py() or 0
+        outputs.append({"kept": kept.num_rows, "warnings": warnings})
         yield pa.RecordBatch.from_pylist(outputs, schema=to_arrow_schema(BUCKET_OUTPUT))
 
     def _video_rows(self, rows: pa.Table) -> pa.Table:
@@ -634,13 +637,14 @@ class BucketTask:
 
 
 def run_buckets(spark: SparkSession, task: BucketTask, buckets: int) -> dict[str, list]:
-    """Pass 2 over every bucket; what the tasks reported, by kind: files written, block counts, rows kept."""
+    """Pass 2 over every bucket; what the tasks reported, by kind: files written, block counts, rows
+    kept for Spark, and warnings among them (one ingest_errors row each)."""
     rows = spark.range(buckets, numPartitions=buckets).mapInArrow(task, BUCKET_OUTPUT).collect()
-    found: dict[str, list] = {"file": [], "block": [], "kept": []}
+    found: dict[str, list] = {"file": [], "block": [], "kept": [], "warnings": []}
     for row in rows:
-        for kind in found:
-            if row[kind] is not None:
-                found[kind].append(row[kind].asDict() if kind != "kept" else row[kind])
+        for kind, value in row.asDict().items():
+            if value is not None:
+                found[kind].append(value.asDict() if kind in ("file", "block") else value)
     return found
 
 
@@ -661,7 +665,7 @@ def _write_parquet(rows: pa.Table, uri: str) -> None:
 
     filesystem, path = fs.FileSystem.from_uri(uri)
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(rows, path, filesystem=filesystem)
+    pq.write_table(rows, path, filesystem=filesystem, row_group_size=KEPT_ROW_GROUP)
 
 
 def _block_counts(classified: pa.Table) -> list[dict]:
