@@ -52,7 +52,7 @@ from pyspark.sql.types import (
 )
 
 from jobs.context import JobContext
-from jobs.lake import WRITTEN_FILES, TableFiles, delete_path
+from jobs.lake import WRITTEN_FILES, TableFiles, arrow_filesystem, delete_path
 from jobs.progress import StageLog
 from schemas import sources
 from schemas.ids import VIDEO_ID_HEX
@@ -652,7 +652,7 @@ def _read_bucket(directory: str, bucket: int) -> pa.Table | None:
     from pyarrow import fs
     from pyarrow import parquet as pq
 
-    filesystem, root = fs.FileSystem.from_uri(f"{directory}/{BUCKET}={bucket}")
+    filesystem, root = arrow_filesystem(f"{directory}/{BUCKET}={bucket}")
     if filesystem.get_file_info(root).type == fs.FileType.NotFound:
         return None
     # Without Spark's row schema in the metadata: files written from this table describe their own.
@@ -660,10 +660,9 @@ def _read_bucket(directory: str, bucket: int) -> pa.Table | None:
 
 
 def _write_parquet(rows: pa.Table, uri: str) -> None:
-    from pyarrow import fs
     from pyarrow import parquet as pq
 
-    filesystem, path = fs.FileSystem.from_uri(uri)
+    filesystem, path = arrow_filesystem(uri)
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(rows, path, filesystem=filesystem, row_group_size=KEPT_ROW_GROUP)
 

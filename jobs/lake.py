@@ -342,6 +342,18 @@ class DeltaRsEngine:
             )
 
 
+def arrow_filesystem(uri: str) -> tuple:
+    """pyarrow's file system and path for a lake location that Spark names: a local path, an
+    object-store URL (s3a:// as s3://), or Databricks' dbfs:/ through its /dbfs mount."""
+    from pyarrow import fs
+
+    if uri.startswith("dbfs:"):
+        uri = "/dbfs/" + uri[len("dbfs:"):].lstrip("/")
+    elif uri.startswith("s3a://"):
+        uri = "s3://" + uri[len("s3a://"):]
+    return fs.FileSystem.from_uri(uri)
+
+
 def delete_path(spark: SparkSession, path: str) -> None:
     """Remove a file or folder (recursively) on any file system Spark can reach."""
     jvm = spark.sparkContext._jvm
@@ -427,10 +439,9 @@ class TableFiles:
         self.max_rows_per_file = max_rows_per_file
 
     def write(self, batches: Iterable[pa.RecordBatch]) -> list[dict]:
-        from pyarrow import fs
         from pyarrow import parquet as pq
 
-        filesystem, root = fs.FileSystem.from_uri(self.directory)
+        filesystem, root = arrow_filesystem(self.directory)
         open_files: dict[tuple, list] = {}
         finished: list[dict] = []
 

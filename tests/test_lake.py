@@ -138,3 +138,12 @@ def test_delta_spark_engine(spark, tmp_path):
     lake.upsert(spark.createDataFrame([("c1", 2.0), ("c2", 3.0)], "clip_id string, motion double"), "scores")
     assert sorted((r.clip_id, r.motion) for r in lake.read("scores").collect()) == [("c1", 2.0), ("c2", 3.0)]
     assert deltalake.DeltaTable(lake.path("scores")).version() == 1
+
+
+def test_executors_reach_a_databricks_lake_through_the_dbfs_mount():
+    from pyarrow import fs
+
+    from jobs.lake import arrow_filesystem
+
+    filesystem, path = arrow_filesystem("dbfs:/mnt/lake/_staging/b1")
+    assert isinstance(filesystem, fs.LocalFileSystem) and path == "/dbfs/mnt/lake/_staging/b1"
