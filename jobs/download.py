@@ -1,7 +1,7 @@
 """`vidlake download`: fetch and probe the videos that have no `video_files` row yet.
 
-    vidlake download [--lake DIR] [--limit N] [--retry-failed]
-    spark-submit jobs/download.py [--lake DIR] [--limit N] [--retry-failed]
+    vidlake download [--lake DIR] [--limit N] [--retry-failed [all]]
+    spark-submit jobs/download.py [--lake DIR] [--limit N] [--retry-failed [all]]
 
 The work is split into batches of `download.commit_every` videos (by a hash of the video id, so
 no list of ids ever goes through the driver). Each batch is one Spark job over many tasks, each
@@ -10,14 +10,18 @@ loses at most the batch in flight; a re-run starts from the anti-join against `v
 again, so nothing committed is fetched twice and no row is duplicated. A blob written by a lost
 batch has no row, so it is not counted as done: the re-run fetches that video again and replaces it.
 
-With `--retry-failed`, videos whose row has a status other than `ok` are fetched again first,
-and the new row replaces the old one (`attempts` counts the downloads tried).
+With `--retry-failed`, videos whose last download failed for a reason that may pass (the
+statuses in `download.retry_statuses`; an http_error only with a code in
+`download.retry_http_codes`: 429 and 5xx by default) are fetched again first, and the new row
+replaces the old one (`attempts` counts the downloads tried). `--retry-failed all` fetches again
+every failed video, a 404 or a page that is not a video included.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +29,7 @@ from collections.abc import Iterator
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.accumulators import AccumulatorParam
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.config import Config
@@ -34,17 +38,21 @@ from jobs.progress import StageLog
 from schemas.tables import VIDEO_FILES
 from udfs.errors import VidlakeError
 from udfs.fetch import download_batch
-from udfs.fetch_base import OK, FetchSettings
+from udfs.fetch_base import HTTP_ERROR, OK, STATUSES, FetchSettings
 
 STAGE = "download"
 TABLE = "video_files"
+RETRY_TRANSIENT = "transient"
+RETRY_ALL = "all"
+HTTP_CODE_ENTRY = re.compile(r"[1-5]([0-9]{2}|xx)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="download at most N videos in this run")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="also fetch again the videos whose last download failed (the new row replaces "
-                        "the old one)")
+    parser.add_argument("--retry-failed", nargs="?", const=RETRY_TRANSIENT, choices=(RETRY_TRANSIENT, RETRY_ALL),
+                        metavar="all", help="first fetch again the videos whose last download failed for a reason "
+                        "that may pass (download.retry_statuses and retry_http_codes: timeouts, connection "
+                        "errors, HTTP 429 and 5xx); with 'all', every failed video. The new row replaces the old one")
 
 
 def run(ctx: JobContext, args: argparse.Namespace) -> int:
@@ -55,8 +63,9 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     log.note(f"blobs under {conf['blob_root']}")
     statuses: Counter = Counter()
     remaining = args.limit
-    if args.retry_failed:
-        statuses += download_all(ctx, failed_videos(ctx), conf, log, remaining, replace=True)
+    retry = retry_mode(args.retry_failed)
+    if retry:
+        statuses += download_all(ctx, failed_videos(ctx, conf, retry), conf, log, remaining, replace=True)
         remaining = None if remaining is None else max(0, remaining - sum(statuses.values()))
     statuses += download_all(ctx, new_videos(ctx), conf, log, remaining, replace=False)
     rows = sum(statuses.values())
@@ -82,7 +91,31 @@ def download_conf(cfg: Config, lake_root: str) -> dict:
         raise VidlakeError(f"download configuration: {err}") from None
     if int(conf["commit_every"]) <= 0:
         raise VidlakeError(f"download.commit_every must be positive, got {conf['commit_every']!r}")
+    unknown = [s for s in conf["retry_statuses"] if s not in STATUSES or s == OK]
+    if unknown:
+        raise VidlakeError(f"download.retry_statuses: {unknown} are not failure statuses; they are "
+                           f"{', '.join(s for s in STATUSES if s != OK)}")
+    http_code_pattern(conf["retry_http_codes"])
     return conf
+
+
+def retry_mode(value: str | bool | None) -> str | None:
+    """`--retry-failed`'s value: None (not given), `transient` or `all`; True, from a caller that
+    builds its own arguments, means the flag without a value."""
+    if value is True:
+        return RETRY_TRANSIENT
+    return value or None
+
+
+def http_code_pattern(codes: list) -> str:
+    """The regular expression of `download.retry_http_codes` (429, "5xx", ...) over an http_error
+    row's message, which starts with `HTTP <code>`."""
+    entries = [str(code) for code in codes]
+    bad = [entry for entry in entries if not HTTP_CODE_ENTRY.fullmatch(entry)]
+    if bad:
+        raise VidlakeError(f"download.retry_http_codes: {bad} are not HTTP codes (429) or classes (\"5xx\")")
+    alternatives = "|".join(entry.replace("xx", "[0-9]{2}") for entry in entries) or "(?!)"
+    return rf"^HTTP ({alternatives})\b"
 
 
 def new_videos(ctx: JobContext) -> DataFrame:
@@ -91,10 +124,25 @@ def new_videos(ctx: JobContext) -> DataFrame:
     return ctx.lake.pending(videos, TABLE).withColumn("attempts", F.lit(0))
 
 
-def failed_videos(ctx: JobContext) -> DataFrame:
-    """Videos whose `video_files` row is a failure, with the URL `videos` has for them now."""
-    failed = ctx.lake.read(TABLE).where(F.col("status") != OK).select("video_id", "attempts")
+def failed_videos(ctx: JobContext, conf: dict, retry: str) -> DataFrame:
+    """Videos whose `video_files` row is a failure that `retry` fetches again, with the URL `videos`
+    has for them now."""
+    failed = ctx.lake.read(TABLE).where(retried(conf, retry)).select("video_id", "attempts")
     return ctx.lake.read("videos").select("video_id", "url").join(failed, "video_id")
+
+
+def retried(conf: dict, retry: str) -> Column:
+    """The failed rows to fetch again: every one with `all`, else those whose status is in
+    `download.retry_statuses`, an http_error only when its code is in `download.retry_http_codes`."""
+    status = F.col("status")
+    if retry == RETRY_ALL:
+        return status != OK
+    plain = [s for s in conf["retry_statuses"] if s != HTTP_ERROR]
+    condition = status.isin(plain)
+    if HTTP_ERROR in conf["retry_statuses"]:
+        code_matches = F.coalesce(F.col("error").rlike(http_code_pattern(conf["retry_http_codes"])), F.lit(False))
+        condition = condition | ((status == HTTP_ERROR) & code_matches)
+    return condition
 
 
 def download_all(ctx: JobContext, todo: DataFrame, conf: dict, log: StageLog, limit: int | None,

@@ -19,10 +19,11 @@ import pytest
 from loopback_server import LoopbackServer, file_responder
 from media import packaged_video
 
+from jobs.cli import build_parser
 from jobs.context import JobContext
 from jobs.download import download_conf, run, tasks_per_batch
 from schemas.ids import video_id
-from schemas.tables import VIDEOS
+from schemas.tables import VIDEO_FILES, VIDEOS
 from udfs.errors import VidlakeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def test_download_job_fills_video_files_once_per_video_and_resumes(spark, cfg, l
     assert len(lake.history("video_files")) == versions_before
 
     server.routes["/later/bikes.mp4"] = file_responder(files["bikes"])
-    assert run(ctx, job_args(retry_failed=True)) == 0
+    assert run(ctx, job_args(retry_failed="all")) == 0
     after = {r.video_id: r for r in lake.read("video_files").collect()}
     assert len(after) == len(rows) and lake.read("video_files").count() == len(rows)
     later = after[video_id("webvid10m", "later")]
@@ -119,6 +120,75 @@ def test_download_job_fills_video_files_once_per_video_and_resumes(spark, cfg, l
 
     assert sorted(map(repr, lake.read("videos").collect())) == videos_before  # clip hints untouched
     assert len(lake.history("videos")) == videos_version
+
+
+def failed_row(video: dict, status: str, error: str) -> dict:
+    """A `video_files` row of a download that failed once."""
+    row = dict.fromkeys(VIDEO_FILES.fieldNames())
+    return {**row, "video_id": video["video_id"], "status": status, "error": error, "url": video["url"],
+            "attempts": 1, "fetched_at": NOW}
+
+
+FAILURES = {  # source id: the status and message of its failed row, and whether --retry-failed retries it
+    "timeout": ("timeout", "the download took longer than download.timeout_s=300 s (0 bytes received)", True),
+    "reset": ("connection_error", "ConnectionResetError: [Errno 104] Connection reset by peer", True),
+    "busy": ("http_error", "HTTP 429 Too Many Requests", True),
+    "down": ("http_error", "HTTP 503 Service Unavailable (after 4 attempts)", True),
+    "gone": ("http_error", "HTTP 404 Not Found", False),
+    "loop": ("http_error", "more than download.max_redirects=5 redirects", False),
+    "html": ("not_video", "the body is an HTML page, not a video container", False),
+    "huge": ("too_large", "Content-Length 9000000000 is over download.max_bytes=2147483648", False),
+    "metadata": ("blocked_url", "169.254.169.254 is a cloud metadata address", False),
+    "broken": ("decode_error", "cannot read the file", False),
+}
+
+
+def test_retry_failed_fetches_again_what_may_pass_and_with_all_every_failure(spark, cfg, lake, served_videos):
+    server, _files = served_videos
+    videos = [video_row("webvid10m", name, server.url("/a/bikes.mp4")) for name in FAILURES]
+    lake.append(spark.createDataFrame(videos, VIDEOS), "videos")
+    failed = [failed_row(v, *FAILURES[v["source_video_id"]][:2]) for v in videos]
+    lake.append(spark.createDataFrame(failed, VIDEO_FILES), "video_files")
+    test_settings(cfg)
+    ctx = JobContext(cfg, spark, lake)
+    parser = build_parser("download")
+
+    def rows_by_name() -> dict:
+        by_id = {r.video_id: r for r in lake.read("video_files").collect()}
+        return {v["source_video_id"]: by_id[v["video_id"]] for v in videos}
+
+    assert run(ctx, parser.parse_args(["download", "--retry-failed"])) == 0  # the flag alone: the contract
+    after = rows_by_name()
+    assert len(after) == lake.read("video_files").count()
+    retried = {name for name, row in after.items() if row.attempts == 2}
+    assert retried == {name for name, (_, _, transient) in FAILURES.items() if transient}
+    assert all(after[name].status == "ok" for name in retried)
+    assert all(after[name].status == FAILURES[name][0] for name in FAILURES if name not in retried)
+
+    assert run(ctx, parser.parse_args(["download", "--retry-failed", "all"])) == 0
+    after = rows_by_name()
+    assert {name: (row.status, row.attempts) for name, row in after.items()} == {
+        name: ("ok", 2) for name in FAILURES}
+    assert parser.parse_args(["download"]).retry_failed is None
+
+
+def test_the_retried_statuses_and_codes_come_from_conf_and_are_checked(spark, cfg, lake, served_videos):
+    server, _files = served_videos
+    videos = [video_row("webvid10m", name, server.url("/a/bikes.mp4")) for name in ("gone", "down", "html")]
+    lake.append(spark.createDataFrame(videos, VIDEOS), "videos")
+    failed = [failed_row(v, *FAILURES[v["source_video_id"]][:2]) for v in videos]
+    lake.append(spark.createDataFrame(failed, VIDEO_FILES), "video_files")
+    test_settings(cfg, retry_statuses=["http_error", "not_video"], retry_http_codes=[404])
+    assert run(JobContext(cfg, spark, lake), job_args(retry_failed="transient")) == 0
+    attempts = {r.video_id: r.attempts for r in lake.read("video_files").collect()}
+    assert [attempts[v["video_id"]] for v in videos] == [2, 1, 2]
+    for key, value, message in (("retry_statuses", ["ok"], "not failure statuses"),
+                                ("retry_statuses", ["timeout", "tiemout"], "tiemout"),
+                                ("retry_http_codes", [429, "50x"], "not HTTP codes")):
+        cfg.set(f"download.{key}", value)
+        with pytest.raises(VidlakeError, match=message):
+            download_conf(cfg, lake.root)
+        cfg.set(f"download.{key}", ["timeout"] if key == "retry_statuses" else [429])
 
 
 def test_blob_root_defaults_beside_the_tables_and_bad_settings_are_refused(cfg, lake):
