@@ -5,10 +5,14 @@
 
 The work is split into batches of `download.commit_every` videos (by a hash of the video id, so
 no list of ids ever goes through the driver). Each batch is one Spark job over many tasks, each
-task downloading `download.concurrency` videos at once, and ends in one Delta commit. A crash
-loses at most the batch in flight; a re-run starts from the anti-join against `video_files`
-again, so nothing committed is fetched twice and no row is duplicated. A blob written by a lost
-batch has no row, so it is not counted as done: the re-run fetches that video again and replaces it.
+task downloading `download.concurrency` videos at once, and ends in one Delta commit. Progress is
+also committed every `download.commit_every_s` seconds, however slow the downloads: tasks cannot
+commit, so a batch's tasks start no download after that time, return the rows they finished, and
+the driver commits them and runs the batch again on its videos that still have no row (an
+anti-join), until a round reaches them all. A crash loses at most the round in flight; a re-run
+starts from the anti-join against `video_files` again, so nothing committed is fetched twice and
+no row is duplicated. A blob written by a lost round has no row, so it is not counted as done: the
+re-run fetches that video again and replaces it.
 
 With `--retry-failed`, videos whose last download failed for a reason that may pass (the
 statuses in `download.retry_statuses`; an http_error only with a code in
@@ -23,6 +27,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -37,7 +42,7 @@ from jobs.context import JobContext
 from jobs.progress import StageLog
 from schemas.tables import VIDEO_FILES
 from udfs.errors import VidlakeError
-from udfs.fetch import download_batch
+from udfs.fetch import Cutoff, download_batch
 from udfs.fetch_base import HTTP_ERROR, OK, STATUSES, FetchSettings
 
 STAGE = "download"
@@ -89,8 +94,9 @@ def download_conf(cfg: Config, lake_root: str) -> dict:
         FetchSettings.from_conf(conf)
     except (TypeError, ValueError) as err:
         raise VidlakeError(f"download configuration: {err}") from None
-    if int(conf["commit_every"]) <= 0:
-        raise VidlakeError(f"download.commit_every must be positive, got {conf['commit_every']!r}")
+    for key in ("commit_every", "commit_every_s"):
+        if conf[key] <= 0:
+            raise VidlakeError(f"download.{key} must be positive, got {conf[key]!r}")
     unknown = [s for s in conf["retry_statuses"] if s not in STATUSES or s == OK]
     if unknown:
         raise VidlakeError(f"download.retry_statuses: {unknown} are not failure statuses; they are "
@@ -166,9 +172,11 @@ def download_all(ctx: JobContext, todo: DataFrame, conf: dict, log: StageLog, li
         log.note(f"{total} {what} in {batches} batch(es) of about {conf['commit_every']}, {tasks} tasks each")
         statuses: Counter = Counter()
         for batch in range(batches):
-            counts = _commit_batch(ctx, keyed.where(F.col("_batch") == batch).drop("_batch"), conf, replace)
+            name = f"batch {batch + 1}/{batches}"
+            rows = keyed.where(F.col("_batch") == batch).drop("_batch")
+            counts = _commit_rounds(ctx, rows, conf, replace, tasks, log, name)
             statuses += counts
-            log.note(f"batch {batch + 1}/{batches} committed: {sum(counts.values())} videos, {counts[OK]} ok")
+            log.note(f"{name} committed: {sum(counts.values())} videos, {counts[OK]} ok")
         return statuses
     finally:
         todo.unpersist()
@@ -183,29 +191,58 @@ def tasks_per_batch(conf: dict, default_parallelism: int) -> int:
     return max(1, min(default_parallelism, filled))
 
 
-def _commit_batch(ctx: JobContext, rows: DataFrame, conf: dict, replace: bool) -> Counter:
-    """Downloads one batch and commits its rows; returns the rows per status."""
+def _commit_rounds(ctx: JobContext, rows: DataFrame, conf: dict, replace: bool, tasks: int, log: StageLog,
+                   name: str) -> Counter:
+    """Downloads one batch in rounds of at most `download.commit_every_s`, one commit per round;
+    returns the rows per status."""
+    statuses: Counter = Counter()
+    todo, round_number = rows, 1
+    while True:
+        counts, unreached = _commit_round(ctx, todo, conf, replace)
+        statuses += counts
+        if not unreached:
+            return statuses
+        log.note(f"{name}, round {round_number}: {sum(counts.values())} videos committed after "
+                 f"download.commit_every_s={conf['commit_every_s']:g}; the batch's other videos go to the next round")
+        todo, round_number = unfinished(ctx, rows).repartition(tasks, "video_id"), round_number + 1
+
+
+def unfinished(ctx: JobContext, rows: DataFrame) -> DataFrame:
+    """The rows that `video_files` has no result of yet: no row at all for a new video (attempts 0),
+    no row with more attempts than the failed one had for a video fetched again."""
+    done = ctx.lake.read(TABLE).select(F.col("video_id").alias("_done_id"), F.col("attempts").alias("_done_attempts"))
+    written = (F.col("video_id") == F.col("_done_id")) & (F.col("_done_attempts") > F.col("attempts"))
+    return rows.join(done, written, "left_anti")
+
+
+def _commit_round(ctx: JobContext, rows: DataFrame, conf: dict, replace: bool) -> tuple[Counter, int]:
+    """Downloads the rows its tasks reach before `download.commit_every_s` and commits them; returns
+    the rows per status and how many rows the tasks did not reach (0: the round did them all)."""
     counter = ctx.spark.sparkContext.accumulator(Counter(), StatusCounter())
-    results = rows.mapInPandas(_downloader(conf, counter), schema=VIDEO_FILES)
+    unreached = ctx.spark.sparkContext.accumulator(0)
+    stop_at = time.time() + float(conf["commit_every_s"])
+    results = rows.mapInPandas(_downloader(conf, stop_at, counter, unreached), schema=VIDEO_FILES)
     if not replace:
         ctx.lake.append(results, TABLE)
-        return Counter(counter.value)
+        return Counter(counter.value), unreached.value
     # A MERGE reads its source more than once: keep the downloads' rows so each video is fetched once.
     results = results.persist(StorageLevel.DISK_ONLY)
     try:
         results.count()
         ctx.lake.upsert(results, TABLE)
-        return Counter(counter.value)
+        return Counter(counter.value), unreached.value
     finally:
         results.unpersist()
 
 
-def _downloader(conf: dict, counter):
+def _downloader(conf: dict, stop_at: float, counter, unreached):
     def download(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         settings = FetchSettings.from_conf(conf)
+        cutoff = Cutoff(stop_at, first=settings.concurrency)
         for rows in batches:
-            result = download_batch(rows, settings)
+            result = download_batch(rows, settings, cutoff)
             counter.add(Counter(result["status"].tolist()))
+            unreached.add(len(rows) - len(result))
             yield result
 
     return download

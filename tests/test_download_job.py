@@ -221,6 +221,28 @@ def _delayed(data: bytes, delay_s: float):
     return respond
 
 
+def test_a_batch_of_slow_downloads_commits_every_commit_every_s_and_finishes_in_rounds(spark, cfg, lake):
+    carphone = packaged_video("carphone_pristine").read_bytes()
+    count = 6
+    with LoopbackServer() as server:
+        server.routes["/v/"] = _delayed(carphone, 0.6)
+        rows = [video_row("webvid10m", str(i), server.url(f"/v/{i}.mp4")) for i in range(count)]
+        lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+        # One batch of 6 downloads in one task, two at a time, 0.6 s each: the third pair would start after
+        # the 1 s bound.
+        test_settings(cfg, commit_every=100, commit_every_s=1.0, concurrency=2, partitions_per_batch=1)
+        assert run(JobContext(cfg, spark, lake), job_args()) == 0
+        files_rows = lake.read("video_files").collect()
+        assert sorted(r.video_id for r in files_rows) == sorted(r["video_id"] for r in rows)
+        assert all(r.status == "ok" for r in files_rows)
+        assert all(server.count(f"/v/{i}.mp4") == 1 for i in range(count))  # no video fetched twice
+    ok_rows_have_their_blobs(files_rows)
+    assert len(lake.history("video_files")) >= 2  # one commit per round, though commit_every is 100
+    cfg.set("download.commit_every_s", 0.0)
+    with pytest.raises(VidlakeError, match="commit_every_s"):
+        download_conf(cfg, lake.root)
+
+
 def _kill_group(job: subprocess.Popen) -> None:
     """SIGKILL the job's process group: its Python driver and the Spark JVM it started."""
     try:

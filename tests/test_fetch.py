@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -26,7 +27,7 @@ from loopback_server import (
 from media import packaged_video
 
 from udfs import fetch_base as status
-from udfs.fetch import VIDEO_FILES_DTYPES, download_batch
+from udfs.fetch import VIDEO_FILES_DTYPES, Cutoff, download_batch
 from udfs.fetch_base import FetchFailure, FetchSettings
 from udfs.fetch_http import backoff_s
 from udfs.fetch_safety import blocked_reason, check_address, parse_http_url, resolve_checked
@@ -445,6 +446,16 @@ def test_a_page_host_that_resolves_to_a_blocked_address_is_not_handed_to_ytdlp(t
     rows = pd.DataFrame({"video_id": [row_id("yt-blocked")], "url": ["http://127.0.0.2/watch?v=x"]})
     result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.2"]}))
     assert result["status"][0] == status.BLOCKED_URL
+
+
+def test_a_cutoff_stops_starting_downloads_after_its_time_but_not_before_the_first_ones(tmp_path):
+    rows = pd.DataFrame({"video_id": [row_id(f"cut-{i}") for i in range(6)], "url": ["ftp://example.com/a.mp4"] * 6})
+    conf = settings_dict(tmp_path, concurrency=2)
+    past = download_batch(rows, conf, Cutoff(time.time() - 1, first=2))
+    assert len(past) == 2 and set(past["video_id"]) <= set(rows["video_id"])
+    assert (past["status"] == status.BLOCKED_URL).all()
+    future = download_batch(rows, conf, Cutoff(time.time() + 60, first=2))
+    assert future["video_id"].tolist() == rows["video_id"].tolist()
 
 
 def test_retry_attempts_count_up_from_the_previous_row(tmp_path):

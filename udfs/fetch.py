@@ -1,18 +1,21 @@
 """Download and probe a batch of videos: one `video_files` row per input row, never an exception.
 
-    download_batch(rows, conf) -> rows with the `video_files` columns
+    download_batch(rows, conf[, cutoff]) -> rows with the `video_files` columns
 
 `rows` carries `video_id`, `url` and optionally `attempts` (the downloads tried so far). Each
 URL goes to its fetcher (http/https, a yt-dlp page URL, or a local path where allowed), the
 body lands in a spool file, is probed with PyAV, and only then is published to the blob store.
 Any failure is a row with its status and message. Many downloads run at once in a thread pool
-(`download.concurrency`): the work is waiting on the network, not the CPU.
+(`download.concurrency`): the work is waiting on the network, not the CPU. A `Cutoff` stops the
+batch from starting downloads after a time: the rows it did not reach get no result row.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from urllib.parse import unquote, urlsplit
@@ -60,15 +63,36 @@ VIDEO_FILES_DTYPES = {
 LOCAL_CHUNK_BYTES = 1 << 20
 
 
-def download_batch(rows: pd.DataFrame, conf: dict | FetchSettings) -> pd.DataFrame:
-    """Fetches, probes and stores every row's video concurrently; one result row per input row."""
+class Cutoff:
+    """When downloads stop being started: once the wall-clock time `stop_at` (seconds since the
+    epoch; the Spark driver sets it, so every executor stops at the same moment) has passed, but
+    never before `first` downloads have started, so every round of a batch makes progress."""
+
+    def __init__(self, stop_at: float, first: int):
+        self.stop_at = stop_at
+        self.first = first
+        self._started = itertools.count()
+
+    def allows_start(self) -> bool:
+        return next(self._started) < self.first or time.time() < self.stop_at
+
+
+def download_batch(rows: pd.DataFrame, conf: dict | FetchSettings, cutoff: Cutoff | None = None) -> pd.DataFrame:
+    """Fetches, probes and stores the rows' videos concurrently: one result row per input row, or,
+    with a `cutoff`, per row whose download started before it (the others are left to the caller)."""
     settings = conf if isinstance(conf, FetchSettings) else FetchSettings.from_conf(conf)
     store = BlobStore(settings.blob_root, settings.spool_dir)
     records = rows.to_dict("records")
     if not records:
         return video_files_frame([])
+
+    def download(record: dict) -> dict | None:
+        if cutoff is not None and not cutoff.allows_start():
+            return None
+        return download_one(record, settings, store)
+
     with ThreadPoolExecutor(max_workers=min(settings.concurrency, len(records))) as pool:
-        results = list(pool.map(lambda record: download_one(record, settings, store), records))
+        results = [result for result in pool.map(download, records) if result is not None]
     return video_files_frame(results)
 
 
