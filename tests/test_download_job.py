@@ -277,9 +277,15 @@ def test_a_job_killed_after_its_first_commit_resumes_without_duplicates(spark, c
         assert first_commit.exists(), (tmp_path / "job.log").read_text()
         committed = {r.video_id for r in lake.read("video_files").collect()}
         assert 0 < len(committed) < count  # killed with work left
+        parts = Path(lake.root) / "blobs" / ".parts"
+        (parts / f"{rows[-1]['video_id']}.{'0' * 32}.part").write_bytes(bikes[:1000])  # one body cut short
+        hour_ago = time.time() - 3601
+        for part in parts.iterdir():  # the re-run comes an hour after the kill
+            os.utime(part, (hour_ago, hour_ago))
 
         test_settings(cfg, concurrency=4, commit_every=8)
         assert run(JobContext(cfg, spark, lake), job_args()) == 0
+        assert list(parts.iterdir()) == []  # the killed run's parts are gone, the re-run's own published
 
         files_rows = lake.read("video_files").collect()
         assert len(files_rows) == count

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import sys
 import time
 from pathlib import Path
@@ -525,4 +526,39 @@ def test_an_object_store_blob_root_gets_the_bytes_through_fsspec(tmp_path):
     assert uri.startswith("memory://") and uri.endswith(f"/blobs/{video[:2]}/{video}.mp4")
     with fsspec.open(uri, "rb") as stored:
         assert stored.read() == bikes.read_bytes()
-    assert list((tmp_path / "spool").iterdir()) == []  # the spooled body is gone once uploaded
+    assert list((tmp_path / "spool" / "vidlake-parts").iterdir()) == []  # the spooled body is gone once uploaded
+
+
+def _part(folder: Path, name: str, age_s: float) -> Path:
+    """A body in flight (or abandoned) as the blob store names it, last written `age_s` ago."""
+    part = folder / f"{row_id(name)}.{hashlib.md5(name.encode()).hexdigest()}.part"
+    part.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(100))
+    when = time.time() - age_s
+    os.utime(part, (when, when))
+    return part
+
+
+@pytest.mark.parametrize("blob_root", ["local", "memory://vidlake-sweep/blobs"])
+def test_a_batch_removes_the_parts_a_killed_run_left_but_not_those_still_written(tmp_path, blob_root):
+    spool = tmp_path / "spool"
+    local = blob_root == "local"
+    parts = tmp_path / "blobs" / ".parts" if local else spool / "vidlake-parts"
+    parts.mkdir(parents=True)
+    abandoned = [_part(parts, name, age_s=2 * 3600) for name in ("killed-1", "killed-2")]
+    live = _part(parts, "being-written", age_s=60)
+    unrelated = parts / "notes.txt"
+    unrelated.write_text("not a part")
+    os.utime(unrelated, (0, 0))
+    root = str(tmp_path / "blobs") if local else blob_root
+    conf = settings_dict(root, allow_local_paths=True, spool_dir=str(spool))
+    rows = pd.DataFrame({"video_id": [row_id("after-the-kill")], "url": [str(packaged_video("bikes"))]})
+    assert download_batch(rows, conf)["status"].tolist() == [status.OK]
+    assert not any(part.exists() for part in abandoned)
+    assert sorted(parts.iterdir()) == sorted([live, unrelated])
+
+
+def test_parts_are_never_swept_sooner_than_a_live_download_may_leave_them_untouched(tmp_path):
+    settings = FetchSettings.from_conf(settings_dict(tmp_path))
+    assert settings.longest_untouched_part_s() == 3.0 + 2.0  # timeout_s + retry_after_max_s
+    with pytest.raises(ValueError, match="part_max_age_s"):
+        FetchSettings.from_conf(settings_dict(tmp_path, part_max_age_s=5.0))

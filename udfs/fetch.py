@@ -82,6 +82,7 @@ def download_batch(rows: pd.DataFrame, conf: dict | FetchSettings, cutoff: Cutof
     with a `cutoff`, per row whose download started before it (the others are left to the caller)."""
     settings = conf if isinstance(conf, FetchSettings) else FetchSettings.from_conf(conf)
     store = BlobStore(settings.blob_root, settings.spool_dir)
+    store.sweep_parts(settings.part_max_age_s)
     records = rows.to_dict("records")
     if not records:
         return video_files_frame([])

@@ -65,6 +65,7 @@ class FetchSettings:
     count_frames_by_demux: bool = False
     index_max_bytes: int = INDEX_MAX_BYTES
     spool_dir: str | None = None
+    part_max_age_s: float = 3600.0
     user_agent: str = "vidlake/0.1"
     tls_ca_file: str | None = None
     ytdlp_enabled: bool = True
@@ -86,7 +87,16 @@ class FetchSettings:
         for key in ("timeout_s", "connect_timeout_s", "read_timeout_s", "max_bytes", "concurrency", "index_max_bytes"):
             if getattr(settings, key) <= 0:
                 raise ValueError(f"download.{key} must be positive, got {getattr(settings, key)!r}")
+        if settings.part_max_age_s <= settings.longest_untouched_part_s():
+            raise ValueError(f"download.part_max_age_s={settings.part_max_age_s:g} would remove parts still being "
+                             f"written: it must be over {settings.longest_untouched_part_s():g} s (timeout_s and "
+                             "the longest backoff)")
         return settings
+
+    def longest_untouched_part_s(self) -> float:
+        """The longest a live download leaves its part unwritten: a whole attempt (a body that
+        trickles in stays in the write buffer) plus the wait before the next one."""
+        return self.timeout_s + max(self.backoff_max_s, self.retry_after_max_s)
 
 
 class Deadline:
