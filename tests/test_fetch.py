@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 import sys
 import time
+import types
 from pathlib import Path
 
 import av
@@ -32,6 +34,7 @@ from udfs.fetch import VIDEO_FILES_DTYPES, Cutoff, download_batch
 from udfs.fetch_base import FetchFailure, FetchSettings
 from udfs.fetch_http import backoff_s
 from udfs.fetch_safety import blocked_reason, check_address, parse_http_url, resolve_checked
+from udfs.fetch_ytdlp import check_hosts, media_urls
 from udfs.probe import sniff_container
 
 GOOD_VIDEOS = ("bikes", "carphone_pristine", "bigbuckbunny", "transnetv2_test")
@@ -443,10 +446,6 @@ def test_page_urls_without_ytdlp_installed_get_fetcher_unavailable(tmp_path, mon
     assert "pip install yt-dlp" in result["error"][0]
 
 
-def test_a_page_host_that_resolves_to_a_blocked_address_is_not_handed_to_ytdlp(tmp_path):
-    rows = pd.DataFrame({"video_id": [row_id("yt-blocked")], "url": ["http://127.0.0.2/watch?v=x"]})
-    result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.2"]}))
-    assert result["status"][0] == status.BLOCKED_URL
 
 
 def test_a_cutoff_stops_starting_downloads_after_its_time_but_not_before_the_first_ones(tmp_path):
@@ -457,6 +456,129 @@ def test_a_cutoff_stops_starting_downloads_after_its_time_but_not_before_the_fir
     assert (past["status"] == status.BLOCKED_URL).all()
     future = download_batch(rows, conf, Cutoff(time.time() + 60, first=2))
     assert future["video_id"].tolist() == rows["video_id"].tolist()
+
+
+# yt-dlp's media URLs: the address logic without connecting, then its wiring with a fake yt_dlp module
+
+
+def test_the_media_urls_of_ytdlps_chosen_format_are_all_the_urls_it_starts_from():
+    assert media_urls({"url": "https://cdn.example/v.mp4", "format_id": "18"}) == ["https://cdn.example/v.mp4"]
+    merged = {"requested_formats": [{"url": "https://a.example/v"}, {"url": "https://b.example/a"}]}
+    assert media_urls(merged) == ["https://a.example/v", "https://b.example/a"]
+    dash = {"url": "https://m.example/manifest.mpd", "manifest_url": "https://m.example/manifest.mpd",
+            "fragment_base_url": "https://f.example/base/",
+            "fragments": [{"path": "seg-1.m4s"}, {"url": "http://127.0.0.2/seg-2.m4s"}]}
+    assert media_urls(dash) == ["https://m.example/manifest.mpd", "https://f.example/base/",
+                                "https://f.example/base/seg-1.m4s", "http://127.0.0.2/seg-2.m4s"]
+    for info, expected in (({"_type": "playlist", "entries": []}, status.FETCH_ERROR),
+                           ({"format_id": "x", "protocol": "rtmp"}, status.BLOCKED_URL)):
+        with pytest.raises(FetchFailure) as failure:
+            media_urls(info)
+        assert failure.value.status == expected
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://127.0.0.2:8080/v.mp4", "127.0.0.2 is a loopback address"),
+    ("https://[::1]/v.mp4", "::1 is a loopback address"),
+    ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+    ("http://[::ffff:10.0.0.1]/v.mp4", "private"),
+    ("rtmp://live.example/stream", "scheme 'rtmp'"),
+])
+def test_a_ytdlp_url_on_a_refused_address_or_scheme_is_blocked(url, reason):
+    with pytest.raises(FetchFailure) as failure:
+        check_hosts(["http://127.0.0.1:9/page", url], ("127.0.0.1",), "the media URL yt-dlp chose")
+    assert failure.value.status == status.BLOCKED_URL
+    assert reason in failure.value.message and failure.value.message.startswith("the media URL yt-dlp chose")
+
+
+def test_a_ytdlp_host_is_blocked_when_any_of_its_addresses_is_refused(monkeypatch):
+    answers = {"cdn.example": ["93.184.215.14", "10.0.0.7"], "public.example": ["93.184.215.14", "2606:4700::1"]}
+
+    def getaddrinfo(host, port, *args, **kwargs):  # DNS answers made up here: nothing is sent
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                for a in answers[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    check_hosts(["https://public.example/v.mp4"], (), "the media URL yt-dlp chose")
+    # vidlake's own connections skip the refused address; yt-dlp might connect to it, so the host is refused
+    assert [sockaddr[0] for _, sockaddr in resolve_checked("cdn.example", 443, ())] == ["93.184.215.14"]
+    with pytest.raises(FetchFailure) as failure:
+        check_hosts(["https://cdn.example/v.mp4"], (), "the media URL yt-dlp chose")
+    assert failure.value.status == status.BLOCKED_URL
+    assert "cdn.example resolves to 10.0.0.7, a private address" in failure.value.message
+
+
+class FakeYoutubeDL:
+    """yt_dlp.YoutubeDL's calls that vidlake makes: the page 'extracts' to `info`, and
+    process_info 'downloads' `body` to the output template."""
+
+    info: dict = {}
+    body = b""
+    extracted: list = []
+    downloaded: list = []
+
+    def __init__(self, options: dict):
+        self.options = options
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def extract_info(self, url: str, download: bool = True) -> dict:
+        assert not download  # the URLs are checked between extraction and download
+        FakeYoutubeDL.extracted.append(url)
+        return dict(self.info)
+
+    def process_info(self, info: dict) -> None:
+        FakeYoutubeDL.downloaded.append(info["url"])
+        Path(self.options["outtmpl"] % {"ext": info["ext"]}).write_bytes(self.body)
+
+
+@pytest.mark.parametrize("media_host, expected", [("127.0.0.2", status.BLOCKED_URL), ("[::1]", status.BLOCKED_URL),
+                                                  ("127.0.0.1", status.OK)])
+def test_ytdlp_downloads_only_media_urls_that_pass_the_address_checks(tmp_path, monkeypatch, media_host, expected):
+    media = f"http://{media_host}:9/videoplayback?id=1"
+    fake = types.SimpleNamespace(YoutubeDL=FakeYoutubeDL)
+    monkeypatch.setitem(sys.modules, "yt_dlp", fake)
+    monkeypatch.setattr(FakeYoutubeDL, "info", {"id": "x", "url": media, "ext": "mp4", "format_id": "18"})
+    monkeypatch.setattr(FakeYoutubeDL, "body", packaged_video("bikes").read_bytes())
+    monkeypatch.setattr(FakeYoutubeDL, "extracted", [])
+    monkeypatch.setattr(FakeYoutubeDL, "downloaded", [])
+    rows = pd.DataFrame({"video_id": [row_id(f"fake-yt-{media_host}")], "url": ["http://127.0.0.1:9/watch?v=x"]})
+    result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.1"]}))
+    assert result["status"][0] == expected, result["error"][0]
+    assert FakeYoutubeDL.downloaded == ([media] if expected == status.OK else [])
+    if expected != status.OK:
+        assert f"the media URL yt-dlp chose: {media_host.strip('[]')} is a loopback address" in result["error"][0]
+
+
+def test_a_page_host_that_resolves_to_a_blocked_address_is_not_handed_to_ytdlp(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yt_dlp", types.SimpleNamespace(YoutubeDL=FakeYoutubeDL))
+    monkeypatch.setattr(FakeYoutubeDL, "extracted", [])
+    rows = pd.DataFrame({"video_id": [row_id("yt-blocked")], "url": ["http://127.0.0.2/watch?v=x"]})
+    result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.2"]}))
+    assert result["status"][0] == status.BLOCKED_URL
+    assert "the page URL: 127.0.0.2 is a loopback address" in result["error"][0]
+    assert FakeYoutubeDL.extracted == []
+
+
+def test_real_ytdlp_is_stopped_before_a_media_url_on_a_blocked_address(tmp_path):
+    pytest.importorskip("yt_dlp")
+    with LoopbackServer() as server:
+        blocked, allowed = server.url("/bikes.mp4", host="127.0.0.2"), server.url("/bikes.mp4")
+        for path, media in (("/watch-blocked", blocked), ("/watch", allowed)):
+            page = f"<!DOCTYPE html><html><body><video src='{media}'></video></body></html>".encode()
+            server.routes[path] = file_responder(page, "text/html")
+        server.routes["/bikes.mp4"] = file_responder(packaged_video("bikes").read_bytes())
+        rows = pd.DataFrame({"video_id": [row_id("yt-media-blocked"), row_id("yt-media-ok")],
+                             "url": [server.url("/watch-blocked"), server.url("/watch")]})
+        # 127.0.0.1 stands in for a page host; yt-dlp's generic extractor finds the page's <video>.
+        result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.1"]}))
+        assert server.count("/bikes.mp4") == 1  # the allowed page's video, once
+    assert result["status"].tolist() == [status.BLOCKED_URL, status.OK], result["error"].tolist()
+    assert "the media URL yt-dlp chose: 127.0.0.2 is a loopback address" in result["error"][0]
 
 
 def test_retry_attempts_count_up_from_the_previous_row(tmp_path):

@@ -34,9 +34,8 @@ from udfs.fetch_base import (
     FetchSettings,
 )
 from udfs.fetch_http import fetch_http
-from udfs.fetch_safety import parse_http_url, resolve_checked
 from udfs.fetch_store import BlobStore, BodySink, check_video_id, discard
-from udfs.fetch_ytdlp import fetch_with_ytdlp, is_page_host, ytdlp_module
+from udfs.fetch_ytdlp import fetch_with_ytdlp, is_page_host
 from udfs.probe import ProbeError, probe_video
 
 # The `video_files` columns (schemas.tables.VIDEO_FILES, which this module cannot import: udfs
@@ -204,9 +203,6 @@ def copy_file(path: str, sink: BodySink, deadline: Deadline) -> None:
 
 
 def _fetch_page(url: str, sink: BodySink, settings: FetchSettings) -> None:
-    """A page URL through yt-dlp, after the same host and address check as a direct download."""
-    ytdlp_module()
-    target = parse_http_url(url, settings.allow_hosts)
-    resolve_checked(target.host, target.port, settings.allow_hosts)
+    """A page URL through yt-dlp, which checks its page and media hosts as a direct download's are."""
     with tempfile.TemporaryDirectory(prefix="vidlake-ytdlp-", dir=settings.spool_dir) as folder:
         copy_file(fetch_with_ytdlp(url, folder, settings), sink, Deadline(settings.timeout_s))

@@ -185,15 +185,10 @@ def _ascii_host(host: str, url: str) -> str:
 def resolve_checked(host: str, port: int, allow_hosts: Sequence[str]) -> list[tuple]:
     """The host's addresses as getaddrinfo sockaddr tuples, each checked; blocked_url when none is
     allowed. Addresses that are refused are dropped, so a connection can only use allowed ones."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as err:
-        raise FetchFailure(CONNECTION_ERROR, f"cannot resolve {host}: {err}", retryable=True) from None
     allowed, refused = [], None
-    for family, _type, _proto, _name, sockaddr in infos:
-        address = _as_address(sockaddr[0].split("%")[0])
+    for family, sockaddr in _resolve(host, port):
         try:
-            check_address(host, address, allow_hosts)
+            check_address(host, _as_address(sockaddr[0].split("%")[0]), allow_hosts)
         except FetchFailure as failure:
             refused = refused or failure
             continue
@@ -201,3 +196,22 @@ def resolve_checked(host: str, port: int, allow_hosts: Sequence[str]) -> list[tu
     if not allowed:
         raise refused or FetchFailure(CONNECTION_ERROR, f"{host} has no address", retryable=True)
     return allowed
+
+
+def check_every_address(host: str, port: int, allow_hosts: Sequence[str]) -> None:
+    """Raises blocked_url unless every address `host` resolves to is allowed: for a host that
+    another client (yt-dlp) connects to on its own and may reach at any of its addresses, where
+    `resolve_checked` drops the refused ones because vidlake connects itself."""
+    for _family, sockaddr in _resolve(host, port):
+        check_address(host, _as_address(sockaddr[0].split("%")[0]), allow_hosts)
+
+
+def _resolve(host: str, port: int) -> list[tuple]:
+    """(family, sockaddr) of every TCP address of `host`; connection_error when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as err:
+        raise FetchFailure(CONNECTION_ERROR, f"cannot resolve {host}: {err}", retryable=True) from None
+    if not infos:
+        raise FetchFailure(CONNECTION_ERROR, f"{host} has no address", retryable=True)
+    return [(family, sockaddr) for family, _type, _proto, _name, sockaddr in infos]

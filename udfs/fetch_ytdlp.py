@@ -4,15 +4,25 @@ MiraData point at YouTube).
 yt-dlp is an optional dependency (`pip install vidlake[youtube]`): without it such a video gets
 the status `fetcher_unavailable`, and any yt-dlp failure (video removed, private, no format
 matching `download.ytdlp.format`, over `download.max_bytes`) is `fetch_error` with yt-dlp's
-message. The page URL's host is checked like any other, but the connections yt-dlp then makes
-on its own are not: only hosts listed in `download.ytdlp.hosts` are handed to it.
+message.
+
+yt-dlp makes its own connections, so the address rules of the HTTP fetcher are applied to what
+it is about to fetch, before it fetches it: the page URL's host before the page is read, then,
+once yt-dlp has read the page and chosen a format (`extract_info(download=False)`), every URL
+that format's download starts from (its URL, manifest and fragments, for each format merged),
+and only that format is downloaded. A host must have no refused address at all, since yt-dlp may
+connect to any of them. What yt-dlp reaches beyond these (a redirect it follows, a segment an HLS
+manifest lists, another DNS answer for a checked name) is not checked: only the hosts in
+`download.ytdlp.hosts` are handed to it.
 """
 from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urljoin
 
-from udfs.fetch_base import FETCH_ERROR, FETCHER_UNAVAILABLE, FetchFailure, FetchSettings
+from udfs.fetch_base import BLOCKED_URL, FETCH_ERROR, FETCHER_UNAVAILABLE, FetchFailure, FetchSettings
+from udfs.fetch_safety import check_every_address, parse_http_url
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -54,11 +64,44 @@ def ytdlp_module():
     return yt_dlp
 
 
+def check_hosts(urls: list[str], allow_hosts: tuple, what: str) -> None:
+    """blocked_url unless every URL is http(s) and every address of every host is allowed."""
+    hosts: dict[tuple[str, int], None] = {}
+    try:
+        for url in urls:
+            target = parse_http_url(url, allow_hosts)
+            hosts[target.host, target.port] = None
+        for host, port in hosts:
+            check_every_address(host, port, allow_hosts)
+    except FetchFailure as failure:
+        raise FetchFailure(failure.status, f"{what}: {failure.message}", failure.retryable) from None
+
+
+def media_urls(info: dict) -> list[str]:
+    """The URLs the download of yt-dlp's chosen format starts from: for each format it merges
+    (or the one chosen), its URL, manifest URL, fragment base URL and listed fragments."""
+    if info.get("_type", "video") != "video":
+        raise FetchFailure(FETCH_ERROR, f"yt-dlp: the page is a {info.get('_type')}, not one video")
+    urls: list[str] = []
+    for chosen in info.get("requested_formats") or [info]:
+        base = chosen.get("fragment_base_url")
+        urls += [chosen.get("url"), chosen.get("manifest_url"), base]
+        fragments = chosen.get("fragments")
+        if isinstance(fragments, (list, tuple)):
+            urls += [f.get("url") or (urljoin(base, f["path"]) if base and f.get("path") else None) for f in fragments]
+    found = [u for u in dict.fromkeys(urls) if u]
+    if not found:
+        raise FetchFailure(BLOCKED_URL, f"yt-dlp chose format {info.get('format_id')!r} with no URL to check "
+                                        f"(protocol {info.get('protocol')!r}); it is not fetched")
+    return found
+
+
 def fetch_with_ytdlp(url: str, folder: str, settings: FetchSettings) -> str:
     """Downloads the video of page `url` into the empty `folder` (the caller's); returns the file's path.
 
     yt-dlp has no total time limit: `download.read_timeout_s` bounds each of its reads."""
     yt_dlp = ytdlp_module()
+    check_hosts([url], settings.allow_hosts, "the page URL")
     logger = _CollectingLogger()
     options = {
         "format": settings.ytdlp_format,
@@ -76,7 +119,11 @@ def fetch_with_ytdlp(url: str, folder: str, settings: FetchSettings) -> str:
     }
     try:
         with yt_dlp.YoutubeDL(options) as downloader:
-            downloader.download([url])
+            info = downloader.extract_info(url, download=False)
+            check_hosts(media_urls(info), settings.allow_hosts, "the media URL yt-dlp chose")
+            downloader.process_info(info)
+    except FetchFailure:
+        raise
     except Exception as err:  # noqa: BLE001 - yt-dlp raises many types; every one is this video's failure
         message = logger.errors[-1] if logger.errors else f"{type(err).__name__}: {err}"
         raise FetchFailure(FETCH_ERROR, f"yt-dlp: {ANSI_ESCAPE.sub('', message)}") from None
