@@ -12,7 +12,8 @@ from typing import Any
 from udfs.probe import INDEX_MAX_BYTES
 
 OK = "ok"
-HTTP_ERROR = "http_error"  # a final HTTP status other than 200 (the code is in the message)
+HTTP_ERROR = "http_error"  # a final HTTP status other than 200: the message starts with "HTTP <code>",
+# where `vidlake download --retry-failed` reads the code (download.retry_http_codes)
 TIMEOUT = "timeout"  # the attempt ran past download.timeout_s, or the peer went silent for read_timeout_s
 TOO_LARGE = "too_large"  # Content-Length or the bytes actually sent exceed download.max_bytes
 BLOCKED_URL = "blocked_url"  # a scheme, host, address or local path the safety rules refuse
