@@ -8,16 +8,17 @@ Every input row ends up counted once: accepted (its video is in `videos`, added 
 there), rejected (a row in `ingest_errors` says why) or folded (a later row with the id and URL of
 an earlier one). A usable row with a broken optional field is accepted and gets a warning row.
 
-Where each rule lives:
-- Spark SQL, here (pass 1): reading the files (CSV in parallel blocks, re-read as one stream where
-  a newline inside a quoted field broke rows), ids (sha2, as schemas.ids.video_id), the URL rules,
-  WebVid's and generic fields (durations), and the bucket of each row's video id; after pass 2, the
-  fold of clip rows into one video and the error rows.
-- Arrow, udfs/duplicates.py (pass 2, one task per bucket): duplicates in file order (by file,
-  block and position) and against the lake. No full-row shuffle: pass 1 writes each row once,
-  under its bucket, and pass 2 writes the new videos' files itself.
-- Python, udfs/sources.py through mapInPandas: Panda-70M's Python-literal lists, MiraData's and
-  Open-Sora-Plan's clip rows.
+Two passes, no shuffle of rows; Spark schedules the tasks, Arrow does the per-row work:
+- Pass 1, one task per input block: CSV files are read in byte ranges by udfs/csv_blocks.py (a file
+  in which a newline inside a quoted field broke rows apart is read again as one stream); JSON,
+  parquet and files on a file system pyarrow cannot open are read by Spark. udfs/candidates.py
+  gives every row its ids, URL and own problem, and the task writes it once, as Arrow, under the
+  bucket of its video id (<lake>/_staging/<batch>/rows/_bucket=N).
+- Pass 2, one task per bucket: udfs/duplicates.py decides each row's status (all rows of a video,
+  and the lake's row for it, are in one bucket); the task builds the new videos' fields and the
+  error rows, and writes both tables' files itself. The driver commits them, errors first.
+- Sets with one row per clip (MiraData, Open-Sora-Plan) keep their new clip rows for Spark, which
+  folds them into one video each.
 
 `ingest_batch` is `ingest-<16 hex>`, a hash of the format and each input file's path, size and
 modification time: re-ingesting unchanged files is the same batch, so it adds no row to either
@@ -27,23 +28,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial, reduce
 from urllib.parse import unquote
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark import TaskContext
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
-    DoubleType,
     LongType,
     MapType,
     StringType,
@@ -54,18 +56,15 @@ from pyspark.sql.types import (
 from jobs.context import JobContext
 from jobs.lake import WRITTEN_FILES, TableFiles, arrow_filesystem, delete_path
 from jobs.progress import StageLog
-from schemas import sources
-from schemas.ids import VIDEO_ID_HEX
+from schemas import ids, sources
 from schemas.tables import CLIP_HINT
-from udfs import duplicates
-from udfs import sources as parse
+from udfs import candidates as rules
+from udfs import csv_blocks, duplicates
 from udfs.errors import VidlakeError
 
 ORDER = duplicates.ORDER  # file order: files by path, then block, then position in the block
 HINTS = ArrayType(CLIP_HINT)
-WARNINGS = ArrayType(StringType())
 EXTRA = MapType(StringType(), StringType())
-ID_SEPARATOR = "\u001f"
 MULTILINE_MODES = ("auto", "always", "never")
 
 
@@ -149,33 +148,28 @@ def ingest_batch(format_name: str, files: list[InputFile]) -> str:
 def ingest(
     ctx: JobContext, fmt: sources.SourceFormat, files: list[InputFile], settings: dict, batch: str, log: StageLog
 ) -> IngestCounts:
-    """Two passes, no shuffle. Pass 1 (Spark SQL) parses every input row into a candidate with its
-    video fields and writes it to staging under a bucket of its video_id, so every row that could
-    duplicate another (and the lake's row for its video) lands in one bucket. Pass 2 runs one task
-    per bucket (udfs/duplicates.py): it decides every row's status, writes the new videos' files
-    straight into the table, and keeps the rows that become errors or clips to fold. The driver then
-    commits the videos and appends ingest_errors. Staging (<lake>/_staging/<batch>) is removed at the end."""
+    """Pass 1 writes every row to staging under its bucket; pass 2 writes both tables' files per
+    bucket; the driver commits them (errors first: a run stopped between the two commits adds the
+    videos when run again, and its errors are not recorded twice). Staging is removed at the end."""
     staging = f"{ctx.lake.root}/_staging/{batch}"
     now = datetime.now(timezone.utc)
     buckets = bucket_count(ctx.spark, files, settings["bucket_mb"])
     try:
-        _write_candidates(ctx, fmt, files, settings, f"{staging}/rows", buckets, log)
+        staged = write_candidates(ctx, fmt, files, settings, f"{staging}/rows", buckets, log)
         lake_urls = _write_lake_urls(ctx.lake, fmt, f"{staging}/lake", buckets)
+        errors_files = None if _errors_recorded(ctx.lake, batch) else ctx.lake.table_files("ingest_errors")
         videos_files = ctx.lake.table_files("videos") if fmt.rows_per_video == "one" else None
-        outcome = run_buckets(ctx.spark, BucketTask(fmt.name, staging, lake_urls, videos_files, batch, now), buckets)
+        task = BucketTask(fmt, settings, staging, lake_urls, videos_files, errors_files, batch, now,
+                          staged.row_offsets(), staged.columns)
+        outcome = run_buckets(ctx.spark, task, buckets)
         stats = BlockStats(outcome["block"])
+        if errors_files is not None:
+            ctx.lake.commit_files("ingest_errors", errors_files, outcome["error_file"])
         added = stats.total("accepted", in_lake=False)
         if videos_files is not None:
-            ctx.lake.commit_files("videos", videos_files, outcome["file"])
-        kept = ctx.spark.read.parquet(f"{staging}/kept") if sum(outcome["kept"]) else None
-        if kept is not None and videos_files is None:
-            videos = new_videos(kept, fmt, batch, now).persist()
-            added = videos.count()
-            ctx.lake.append(videos, "videos")
-            videos.unpersist()
-        if kept is not None:
-            errors = error_rows(ctx.spark, kept, stats, fmt, batch, now)
-            ctx.lake.append(ctx.lake.pending(errors, "ingest_errors"), "ingest_errors")
+            ctx.lake.commit_files("videos", videos_files, outcome["video_file"])
+        elif sum(outcome["kept"]):
+            added = _fold_clip_rows(ctx, fmt, f"{staging}/kept", batch, now)
     finally:
         delete_path(ctx.spark, staging)
     return IngestCounts(
@@ -193,34 +187,11 @@ def bucket_count(spark: SparkSession, files: list[InputFile], bucket_mb: int) ->
     return cores * max(1, -(-by_size // cores))
 
 
-def _bucket(buckets: int, video_id: Column) -> Column:
-    return F.pmod(F.xxhash64(video_id), F.lit(buckets)).alias(BUCKET)
-
-
-def _write_candidates(
-    ctx: JobContext, fmt: sources.SourceFormat, files: list[InputFile], settings: dict, rows_dir: str, buckets: int,
-    log: StageLog,
-) -> None:
-    """Pass 1: every input row as a candidate under its bucket. CSV files read in parallel blocks in
-    which a newline inside a quoted field broke rows apart are read again as one stream (auto mode)."""
-    multiline = {f.path for f in files} if settings["csv_multiline"] == "always" else set()
-    while True:
-        groups = read_source(ctx.spark, fmt, files, multiline)
-        candidates = reduce(DataFrame.unionByName, [normalise(fmt, g, settings) for g in groups])
-        rows = prepare(candidates, fmt, settings)
-        rows = rows.withColumn(BUCKET, _bucket(buckets, F.coalesce("video_id", F.col("_pos").cast("string"))))
-        rows.write.mode("overwrite").partitionBy(BUCKET).parquet(rows_dir)
-        broken = _broken_csv_files(fmt, _malformed_files(ctx.spark, rows_dir), multiline, settings)
-        if not broken:
-            return
-        for path in sorted(broken):
-            log.note(f"{path}: rows broken by a newline inside a quoted field; reading it again as one stream")
-        multiline |= broken
-
-
-def _malformed_files(spark: SparkSession, rows_dir: str) -> set[str]:
-    found = spark.read.parquet(rows_dir).where(F.col("malformed")).select("_file").distinct().collect()
-    return {unquote(r["_file"]) for r in found}
+def _errors_recorded(lake, batch: str) -> bool:
+    """Whether this batch's error rows are in the lake already (they are committed in one go)."""
+    if not lake.exists("ingest_errors"):
+        return False
+    return not lake.read("ingest_errors").where(F.col("ingest_batch") == batch).limit(1).isEmpty()
 
 
 def _write_lake_urls(lake, fmt: sources.SourceFormat, lake_dir: str, buckets: int) -> str | None:
@@ -229,16 +200,233 @@ def _write_lake_urls(lake, fmt: sources.SourceFormat, lake_dir: str, buckets: in
     if not lake.exists("videos"):
         return None
     existing = lake.read("videos").where(F.col("source") == fmt.name).select("video_id", "url")
-    existing.withColumn(BUCKET, _bucket(buckets, F.col("video_id"))).write.partitionBy(BUCKET).parquet(lake_dir)
+    first_bits = F.conv(F.substring("video_id", 1, ids.BUCKET_HEX), 16, 10).cast("long")
+    existing = existing.withColumn(BUCKET, F.pmod(first_bits, F.lit(buckets)))
+    existing.write.partitionBy(BUCKET).parquet(lake_dir)
     return lake_dir
 
 
-def _broken_csv_files(fmt: sources.SourceFormat, malformed: set[str], multiline: set[str], settings: dict) -> set[str]:
-    """CSV files read in parallel blocks whose rows did not fit the header: a newline inside a quoted
-    field splits a row when a file is read in blocks, so in auto mode these are read again whole."""
-    if settings["csv_multiline"] != "auto":
-        return set()
-    return {f for f in malformed - multiline if _file_kind(fmt, f) == "csv"}
+# --- pass 1: every input row, staged under its bucket ------------------------------------------------
+
+BUCKET = "_bucket"
+STAGED = StructType(
+    [
+        StructField("_file", StringType()),
+        StructField("_block", LongType()),
+        StructField("rows", LongType()),
+        StructField("first_pos", LongType()),
+        StructField("malformed", LongType()),
+        StructField("columns", StringType()),
+    ]
+)
+STAGE_ROWS = 1 << 20  # rows of Spark-read input a pass-1 task gathers before it stages them
+ARROW_SCHEMES = ("", "file", "s3", "s3a", "gs", "dbfs")  # where pass 1 reads CSV blocks itself
+
+
+@dataclass
+class Staged:
+    """What pass 1 reported: per block (file, block start) its rows, the first row's position and
+    its malformed rows, and per file the columns its rows keep."""
+
+    blocks: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=dict)
+
+    def add(self, report: dict) -> None:
+        key = (report["_file"], report["_block"])
+        rows, first_pos, malformed = self.blocks.get(key, (0, report["first_pos"], 0))
+        self.blocks[key] = (rows + report["rows"], min(first_pos, report["first_pos"]), malformed + report["malformed"])
+        self.columns[report["_file"]] = json.loads(report["columns"])
+
+    def malformed_files(self) -> set[str]:
+        return {file for (file, _), (_, _, malformed) in self.blocks.items() if malformed}
+
+    def row_offsets(self) -> dict[tuple[str, int], int]:
+        """Per block, what turns a row's position into its 1-based row number in its file."""
+        offsets, before, current = {}, 0, None
+        for (file, block), (rows, first_pos, _) in sorted(self.blocks.items()):
+            before = 0 if file != current else before
+            current = file
+            offsets[(file, block)] = before - first_pos + 1
+            before += rows
+        return offsets
+
+
+def write_candidates(
+    ctx: JobContext, fmt: sources.SourceFormat, files: list[InputFile], settings: dict, rows_dir: str, buckets: int,
+    log: StageLog,
+) -> Staged:
+    """Pass 1. A CSV file read in blocks whose rows did not fit its header (a newline inside a
+    quoted field breaks rows at a block's edge) is read again as one stream (auto mode)."""
+    streams = {f.path for f in files} if settings["csv_multiline"] == "always" else set()
+    while True:
+        staged, in_blocks = _stage(ctx, fmt, files, settings, rows_dir, buckets, streams)
+        broken = set()
+        if settings["csv_multiline"] == "auto":
+            broken = {path for path, name in in_blocks.items() if name in staged.malformed_files()}
+        if not broken:
+            return staged
+        for path in sorted(broken):
+            log.note(f"{path}: rows broken by a newline inside a quoted field; reading it again as one stream")
+        streams |= broken
+        delete_path(ctx.spark, rows_dir)
+
+
+def _stage(
+    ctx: JobContext, fmt: sources.SourceFormat, files: list[InputFile], settings: dict, rows_dir: str, buckets: int,
+    streams: set[str],
+) -> tuple[Staged, dict[str, str]]:
+    """Runs pass 1 once; also the CSV files it read in blocks (path -> the name their rows carry)."""
+    task = StageTask(fmt, settings, rows_dir, buckets)
+    arrow_csv = [f for f in files if _file_kind(fmt, f.path) == "csv" and _scheme(f.path) in ARROW_SCHEMES]
+    by_spark = [f for f in files if f not in arrow_csv]
+    staged = Staged()
+    if arrow_csv:
+        block_bytes = settings["block_mb"] * 2**20
+        blocks = [b for f in arrow_csv for b in csv_blocks.plan_blocks(f.path, f.size, block_bytes, f.path in streams)]
+        headers = {f.path: _csv_header(fmt, f.path) for f in arrow_csv}
+        columns = {path: _source_columns(fmt, header, settings, path) for path, header in headers.items()}
+        reader = BlockReader(task, blocks, headers, columns)
+        for row in ctx.spark.range(len(blocks), numPartitions=len(blocks)).mapInArrow(reader, STAGED).collect():
+            staged.add(row.asDict())
+    for number, group in enumerate(read_source(ctx.spark, fmt, by_spark, streams, settings) if by_spark else []):
+        stager = RowStager(task, group.columns, f"g{number}")
+        for row in _as_text_columns(group).mapInArrow(stager, STAGED).collect():
+            staged.add(row.asDict())
+    csv_files = [f.path for f in files if _file_kind(fmt, f.path) == "csv" and f.path not in streams]
+    return staged, {path: display_name(path) for path in csv_files}
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """Pass 1's work on rows of one file block (sent to the executors)."""
+
+    fmt: sources.SourceFormat
+    settings: dict
+    rows_dir: str
+    buckets: int
+
+    def stage(self, rows: pa.Table, file_name: str, block: int, columns: list[str], name: str) -> dict:
+        """Stages the rows under their buckets as `<rows_dir>/_bucket=N/<name>.arrow` (the same name
+        when a task runs again, so a retry replaces its files); what it staged."""
+        staged, bucket = rules.candidates(rows, self.fmt, self.settings, file_name, block, columns, self.buckets)
+        _write_buckets(staged, bucket, self.rows_dir, name)
+        positions = rows[csv_blocks.POSITION]
+        return {
+            "_file": file_name, "_block": block, "rows": rows.num_rows,
+            "first_pos": pc.min(positions).as_py() if rows.num_rows else 0,
+            "malformed": pc.sum(pc.is_valid(rows[csv_blocks.CORRUPT_RECORD])).as_py() or 0,
+            "columns": json.dumps(columns),
+        }
+
+
+@dataclass(frozen=True)
+class BlockReader:
+    """Pass 1 over CSV blocks that pyarrow reads itself: one block per Spark task."""
+
+    task: StageTask
+    blocks: list
+    headers: dict
+    columns: dict
+
+    def __call__(self, block_ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for ids_batch in block_ids:
+            for index in ids_batch.column(0).to_pylist():
+                block = self.blocks[index]
+                filesystem, path = arrow_filesystem(block.path)
+                located = csv_blocks.CsvBlock(path, block.start, block.end, block.stream)
+                rows = csv_blocks.read_block(filesystem, located, self.headers[block.path])
+                report = self.task.stage(rows, display_name(block.path), block.start, self.columns[block.path],
+                                         f"b{index:06d}")
+                yield pa.RecordBatch.from_pylist([report], schema=to_arrow_schema(STAGED))
+
+
+@dataclass(frozen=True)
+class RowStager:
+    """Pass 1 over rows Spark read (columns as text, CORRUPT_RECORD, _file as Spark names it, _block
+    and POSITION): gathered into chunks of STAGE_ROWS, one staging per file of a chunk."""
+
+    task: StageTask
+    columns: list
+    name: str
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        partition = TaskContext.get().partitionId()
+        gathered, count, chunk = [], 0, 0
+        for batch in batches:
+            gathered.append(batch)
+            count += batch.num_rows
+            if count >= STAGE_ROWS:
+                yield from self._stage(pa.Table.from_batches(gathered), f"{self.name}-p{partition:05d}-c{chunk:04d}")
+                gathered, count, chunk = [], 0, chunk + 1
+        if gathered:
+            yield from self._stage(pa.Table.from_batches(gathered), f"{self.name}-p{partition:05d}-c{chunk:04d}")
+
+    def _stage(self, rows: pa.Table, name: str) -> Iterator[pa.RecordBatch]:
+        reports = []
+        for number, uri in enumerate(pc.unique(rows["_file"]).to_pylist()):
+            of_file = rows.filter(pc.equal(rows["_file"], uri))
+            for block in pc.unique(of_file["_block"]).to_pylist():
+                part = of_file.filter(pc.equal(of_file["_block"], block))
+                file_name = _spark_file_name(uri)
+                reports.append(self.task.stage(part, file_name, block, self.columns, f"{name}-{number}-{block}"))
+        yield pa.RecordBatch.from_pylist(reports, schema=to_arrow_schema(STAGED))
+
+
+def _write_buckets(rows: pa.Table, bucket: np.ndarray, rows_dir: str, name: str) -> None:
+    order = np.argsort(bucket, kind="stable")
+    ordered = rows.combine_chunks().take(pa.array(order))
+    by_bucket = bucket[order]
+    filesystem, root = arrow_filesystem(rows_dir)
+    for number in np.unique(by_bucket):
+        start, end = np.searchsorted(by_bucket, [number, number + 1])
+        folder = f"{root}/{BUCKET}={number}"
+        filesystem.create_dir(folder, recursive=True)
+        with filesystem.open_output_stream(f"{folder}/{name}.arrow") as out, pa.ipc.new_file(out, rows.schema) as w:
+            w.write_table(ordered.slice(start, end - start))
+
+
+def _scheme(path: str) -> str:
+    found = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):", path)
+    return found.group(1).lower() if found else ""
+
+
+def display_name(path: str) -> str:
+    """An input file's name as the user wrote it (Hadoop's `file:` prefix dropped)."""
+    return re.sub(r"^file:(//)?", "", path)
+
+
+def _spark_file_name(uri: str) -> str:
+    """display_name of a file as Spark's _metadata names it (a URL-encoded URI)."""
+    return display_name(unquote(uri))
+
+
+def _csv_header(fmt: sources.SourceFormat, path: str) -> list[str]:
+    """A CSV file's header; a clear error where it is not the format's."""
+    filesystem, located = arrow_filesystem(path)
+    header = csv_blocks.read_header(filesystem, located)
+    _check_header(fmt, path, tuple(header))
+    return header
+
+
+def _check_header(fmt: sources.SourceFormat, path: str, header: tuple) -> None:
+    """A fixed format's header must name its columns in order (trailing unnamed columns aside)."""
+    if fmt.columns and _named(header) != list(fmt.named_columns):
+        raise VidlakeError(
+            f"{path}: its header {list(header)} is not {fmt.name}'s ({', '.join(fmt.named_columns)}); "
+            "is --format right?"
+        )
+
+
+def _source_columns(fmt: sources.SourceFormat, header: list[str], settings: dict, path: str) -> list[str]:
+    """The columns a row keeps: a fixed format's named ones, or a generic file's own, which must
+    hold the columns `ingest.generic` maps (a clear error where they do not)."""
+    if fmt.columns:
+        return list(fmt.named_columns)
+    try:
+        rules.check_generic_mapping(settings["generic"], list(header), path)
+    except ValueError as err:
+        raise VidlakeError(str(err)) from None
+    return list(header)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -246,16 +434,17 @@ def _broken_csv_files(fmt: sources.SourceFormat, malformed: set[str], multiline:
 
 @dataclass
 class SourceGroup:
-    """Input files read with one schema: `df` has the source's columns (as text), the corrupt-record
-    column, and _file, _block, _pos (its place in file order)."""
+    """Input files Spark read with one schema: `df` has the source's columns, the corrupt-record
+    column, and _file (as Spark names it), _block, _pos (its place in file order)."""
 
     df: DataFrame
     columns: list[str]
 
 
 def read_source(
-    spark: SparkSession, fmt: sources.SourceFormat, files: list[InputFile], multiline: set[str]
+    spark: SparkSession, fmt: sources.SourceFormat, files: list[InputFile], multiline: set[str], settings: dict
 ) -> list[SourceGroup]:
+    """The files pass 1 does not read itself, as Spark reads them, by kind and schema."""
     by_kind: dict[tuple, list[str]] = {}
     for f in files:
         kind = _file_kind(fmt, f.path)
@@ -263,14 +452,14 @@ def read_source(
     groups = []
     for (kind, as_stream), paths in sorted(by_kind.items()):
         if kind == "csv":
-            groups += _read_csv(spark, fmt, paths, as_stream)
-        elif kind == "json":
-            groups.append(_read_json(spark, fmt, paths, lines=False))
-        elif kind == "jsonl":
-            groups.append(_read_json(spark, fmt, paths, lines=True))
+            groups += _read_csv(spark, fmt, paths, as_stream, settings)
+            continue
+        if kind in ("json", "jsonl"):
+            df = _read_json(spark, fmt, paths, lines=kind == "jsonl")
         else:
             df = spark.read.parquet(*paths)
-            groups.append(SourceGroup(_with_position(df), df.columns))
+        columns = [c for c in df.columns if c != sources.CORRUPT_RECORD]
+        groups.append(SourceGroup(_with_position(df), _source_columns(fmt, columns, settings, ", ".join(paths))))
     return groups
 
 
@@ -300,23 +489,21 @@ def _csv_reader(spark: SparkSession, as_stream: bool):
     )
 
 
-def _read_csv(spark: SparkSession, fmt: sources.SourceFormat, paths: list[str], as_stream: bool) -> list[SourceGroup]:
-    """One group per distinct header. A fixed format's header must name its columns in order
-    (trailing unnamed columns aside); a generic file's header names its own columns."""
+def _read_csv(
+    spark: SparkSession, fmt: sources.SourceFormat, paths: list[str], as_stream: bool, settings: dict
+) -> list[SourceGroup]:
+    """One group per distinct header."""
     _quiet_csv_header_check(spark)
     by_header: dict[tuple, list[str]] = {}
     for path in paths:
         header = tuple(_csv_reader(spark, False).csv(path).columns)
-        if fmt.columns and _named(header) != list(fmt.named_columns):
-            raise VidlakeError(
-                f"{path}: its header {list(header)} is not {fmt.name}'s "
-                f"({', '.join(fmt.named_columns)}); is --format right?"
-            )
+        _check_header(fmt, path, header)
         by_header.setdefault(header, []).append(path)
     groups = []
     for header, group_paths in by_header.items():
         df = _csv_reader(spark, as_stream).schema(sources.text_schema(header)).csv(group_paths)
-        groups.append(SourceGroup(_with_position(df), list(fmt.named_columns) if fmt.columns else list(header)))
+        columns = _source_columns(fmt, list(header), settings, ", ".join(group_paths))
+        groups.append(SourceGroup(_with_position(df), columns))
     return groups
 
 
@@ -338,12 +525,32 @@ def _named(header: tuple) -> list[str]:
     return names
 
 
-def _read_json(spark: SparkSession, fmt: sources.SourceFormat, paths: list[str], lines: bool) -> SourceGroup:
+def _read_json(spark: SparkSession, fmt: sources.SourceFormat, paths: list[str], lines: bool) -> DataFrame:
     reader = spark.read.option("multiLine", not lines).option("columnNameOfCorruptRecord", sources.CORRUPT_RECORD)
     if fmt.name == sources.OPENSORA_PLAN.name:
         reader = reader.schema(sources.OPENSORA_PLAN_SCHEMA)
-    df = reader.json(paths)
-    return SourceGroup(_with_position(df), [c for c in df.columns if c != sources.CORRUPT_RECORD])
+    return reader.json(paths)
+
+
+def _as_text_columns(group: SourceGroup) -> DataFrame:
+    """A group's source columns as text (nested values as JSON), and what pass 1 needs besides."""
+    df = group.df
+    corrupt = F.col(sources.CORRUPT_RECORD) if sources.CORRUPT_RECORD in df.columns else F.lit(None)
+    return df.select(
+        *[_as_text(df, c).alias(c) for c in group.columns],
+        corrupt.cast("string").alias(csv_blocks.CORRUPT_RECORD),
+        *ORDER,
+    )
+
+
+def _as_text(df: DataFrame, name: str) -> Column:
+    dtype = df.schema[name].dataType
+    column = F.col(f"`{name}`")
+    if isinstance(dtype, StringType):
+        return column
+    if isinstance(dtype, (StructType, ArrayType, MapType)):
+        return F.to_json(column)
+    return column.cast("string")
 
 
 def _with_position(df: DataFrame) -> DataFrame:
@@ -356,213 +563,8 @@ def _with_position(df: DataFrame) -> DataFrame:
     )
 
 
-# --- candidates: every format's rows with one set of key columns --------------------------------------
-#
-# A candidate row keeps its source fields as `src` (a map, so files with other columns union) and
-# adds source_video_id, row_key and url, the columns duplicate detection needs. The other video
-# fields are computed from `src` after classification (`video_fields`), except the Python-parsed
-# ones (p_*), which are parsed once, before it.
-
-# The Python-parsed columns, and which of them each Python-parsed format fills (udfs/sources.py).
-PARSED_TYPES = {
-    "p_caption": StringType(),
-    "p_duration_s": DoubleType(),
-    "p_clip_hints": HINTS,
-    "p_extra": EXTRA,
-    "p_clip_json": StringType(),
-    "p_warnings": WARNINGS,
-}
-PARSERS = {
-    "panda70m": (lambda settings: parse.panda70m_fields, ("clip_hints", "warnings")),
-    "miradata": (
-        lambda settings: partial(parse.miradata_fields, hint_caption=settings["miradata"]["hint_caption"]),
-        ("clip_hints", "clip_json", "warnings"),
-    ),
-    "opensora-plan": (
-        lambda settings: parse.opensora_plan_fields,
-        ("caption", "duration_s", "clip_hints", "extra", "warnings"),
-    ),
-}
-
-
-def normalise(fmt: sources.SourceFormat, group: SourceGroup, settings: dict) -> DataFrame:
-    """A group's rows as candidates: ORDER, src, malformed, row_hash, reject, source_video_id,
-    row_key, url and the p_* columns, whatever the format."""
-    df, columns = _parsed_in_python(fmt, group, settings), group.columns
-    corrupt = F.col(sources.CORRUPT_RECORD) if sources.CORRUPT_RECORD in df.columns else F.lit(None).cast("string")
-    malformed = corrupt.isNotNull()
-    keys = _keys(fmt, lambda name: F.col(_quoted(name)), columns, settings)
-    empty_id = f"{parse.EMPTY_ID}: {fmt.video_id_column or 'its id or url column'} is empty"
-    reject = F.when(malformed, F.lit(f"{parse.MALFORMED_ROW}: its fields do not match the header"))
-    reject = reject.when(_blank(keys["source_video_id"]), F.lit(empty_id))
-    src = F.when(malformed, F.create_map(F.lit(sources.CORRUPT_RECORD), corrupt)).otherwise(_source_map(df, columns))
-    return df.select(
-        *ORDER,
-        src.alias("src"),
-        malformed.alias("malformed"),
-        F.xxhash64(*[F.coalesce(_as_text(df, c), F.lit("\u0000")) for c in columns]).alias("row_hash"),
-        reject.alias("reject"),
-        *[keys[k].alias(k) for k in ("source_video_id", "row_key", "url")],
-        *[F.col(n) if n in df.columns else F.lit(None).cast(t).alias(n) for n, t in PARSED_TYPES.items()],
-    )
-
-
-def _quoted(name: str) -> str:
-    return f"`{name}`"
-
-
-def _as_text(df: DataFrame, name: str) -> Column:
-    """A source column as text: strings as they are, nested values as JSON, others cast."""
-    dtype = df.schema[name].dataType
-    column = F.col(_quoted(name))
-    if isinstance(dtype, StringType):
-        return column
-    if isinstance(dtype, (StructType, ArrayType, MapType)):
-        return F.to_json(column)
-    return column.cast("string")
-
-
-def _source_map(df: DataFrame, columns: list[str]) -> Column:
-    return F.create_map(*[part for c in columns for part in (F.lit(c), _as_text(df, c))])
-
-
-def _blank(col: Column) -> Column:
-    return col.isNull() | (F.trim(col) == "")
-
-
-def _text(col: Column) -> Column:
-    """A text field, trimmed; null where blank."""
-    return F.when(~_blank(col), F.trim(col))
-
-
-def _parsed_in_python(fmt: sources.SourceFormat, group: SourceGroup, settings: dict) -> DataFrame:
-    """The group with the p_* columns of a format whose fields need Python (udfs/sources.py)."""
-    if fmt.name not in PARSERS:
-        return group.df
-    make_parser, outputs = PARSERS[fmt.name]
-    parser, source_columns = make_parser(settings), list(group.columns)
-    added = [StructField(f"p_{name}", PARSED_TYPES[f"p_{name}"], True) for name in outputs]
-    schema = StructType(group.df.schema.fields + added)
-    names = schema.fieldNames()
-
-    def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            parsed = parser(batch[source_columns])
-            yield batch.assign(**{f"p_{name}": parsed[name] for name in outputs})[names]
-
-    return group.df.mapInPandas(apply, schema)
-
-
-def _keys(fmt: sources.SourceFormat, field, columns: list[str], settings: dict) -> dict[str, Column]:
-    """source_video_id, row_key (the unit of duplicate detection) and url of a format's rows."""
-    if fmt.name == "generic":
-        return _generic_keys(field, columns, settings["generic"])
-    video_id = _text(field(fmt.video_id_column))
-    if fmt.name == "miradata":
-        template = settings["miradata"]["url_template"]
-        url = F.replace(F.lit(template), F.lit("{video_id}"), video_id)
-        frames = F.concat_ws(ID_SEPARATOR, video_id, field("start_frame"), field("end_frame"))
-        return {"source_video_id": video_id, "row_key": F.coalesce(_text(field("index")), frames), "url": url}
-    if fmt.name == "opensora-plan":
-        url = _resolved(video_id, settings["opensora_plan"]["data_root"])
-        row_key = F.concat_ws(ID_SEPARATOR, video_id, F.coalesce(_text(field("frame_idx")), F.lit("")))
-        return {"source_video_id": video_id, "row_key": row_key, "url": url}
-    url_column = {"webvid10m": "contentUrl", "panda70m": "url"}[fmt.name]
-    return {"source_video_id": video_id, "row_key": video_id, "url": _text(field(url_column))}
-
-
-def _generic_keys(field, columns: list[str], mapping: dict) -> dict[str, Column]:
-    def mapped(key: str) -> Column | None:
-        name = mapping.get(key)
-        if name is None:
-            return None
-        if name not in columns:
-            if key in ("url", "path"):
-                return None
-            raise VidlakeError(
-                f"ingest.generic.{key} names column {name!r}, which the input lacks (it has {columns})"
-            )
-        return _text(field(name))
-
-    url, path = mapped("url"), mapped("path")
-    if url is None and path is None:
-        raise VidlakeError(
-            f"the input has neither a url column {mapping.get('url')!r} nor a path column {mapping.get('path')!r} "
-            f"(it has {columns}); map yours with --set ingest.generic.url=NAME or ingest.generic.path=NAME"
-        )
-    resolved = _resolved(path, mapping["data_root"]) if path is not None else None
-    location = F.coalesce(*[c for c in (url, resolved) if c is not None])
-    identity = mapped("id")
-    identity = location if identity is None else identity
-    return {"source_video_id": identity, "row_key": identity, "url": location}
-
-
-def _local_name(file_uri: Column) -> Column:
-    """An input file's name as the user wrote it: Spark's URL-encoded file URI decoded, file: dropped."""
-    decoded = F.url_decode(F.replace(file_uri, F.lit("+"), F.lit("%2B")))
-    return F.regexp_replace(decoded, r"^file:(//)?", "")
-
-
-def _resolved(path: Column, data_root: str | None) -> Column:
-    """A path as a location: absolute paths and URLs as they are, relative ones under data_root, or
-    under the input file's folder where data_root is not set."""
-    if data_root:
-        base = F.lit(data_root.rstrip("/"))
-    else:
-        base = F.regexp_replace(_local_name(F.col("_file")), "/[^/]*$", "")
-    absolute = path.startswith("/") | path.rlike(parse.URL_SCHEME)
-    relative = F.concat(base, F.lit("/"), F.regexp_replace(path, r"^\./", ""))
-    return F.when(absolute, path).when(path.isNotNull(), relative)
-
-
-# --- classification --------------------------------------------------------------------------------
-
-
-def video_id_column(source: str, source_video_id: Column) -> Column:
-    """schemas.ids.video_id in Spark SQL: the first hex digits of sha256(source \\x1f source_video_id)."""
-    return F.substring(F.sha2(F.concat(F.lit(source), F.lit(ID_SEPARATOR), source_video_id), 256), 1, VIDEO_ID_HEX)
-
-
-def url_problem(url: Column, allow_local_paths: bool) -> Column:
-    """Why a URL cannot be ingested, or null: http(s) with a host and no whitespace, or (where
-    allowed) an absolute local path or file:// URL."""
-    scheme = F.lower(F.regexp_extract(url, parse.URL_SCHEME, 1))
-    local = url.startswith("/") | (scheme == "file")
-    shown = F.substring(url, 1, 200)
-    return (
-        F.when(url.rlike(parse.HTTP_URL), F.lit(None))  # most rows: one regex, then done
-        .when(_blank(url), F.lit(f"{parse.EMPTY_URL}: the row has no url"))
-        .when(scheme.isin("http", "https"),
-              F.when(~url.rlike(parse.HTTP_URL), F.concat(F.lit(f"{parse.UNPARSABLE_URL}: "), shown)))
-        .when(local & F.lit(not allow_local_paths),
-              F.lit(f"{parse.LOCAL_PATH_NOT_ALLOWED}: set ingest.allow_local_paths=true to ingest local files"))
-        .when(scheme == "file",
-              F.when(~url.rlike(parse.FILE_URL), F.concat(F.lit(f"{parse.UNPARSABLE_URL}: "), shown)))
-        .when(local, F.lit(None))
-        .when(scheme != "",
-              F.concat(F.lit(f"{parse.SCHEME_NOT_ALLOWED}: "), scheme, F.lit(" (only http and https)")))
-        .otherwise(F.concat(F.lit(f"{parse.UNPARSABLE_URL}: "), shown))
-    )
-
-
-def prepare(candidates: DataFrame, fmt: sources.SourceFormat, settings: dict) -> DataFrame:
-    """Pass 1's per-row work: each candidate's video_id, its own problem (`reject`: malformed, no id,
-    URL) and its video fields; duplicates are decided in pass 2 (udfs/duplicates.py)."""
-    source_video_id = F.col("source_video_id")
-    video_id = F.when(source_video_id.isNotNull(), video_id_column(fmt.name, source_video_id))
-    reject = F.coalesce("reject", url_problem(F.col("url"), settings["allow_local_paths"]))
-    fields = video_fields(fmt, settings)
-    return candidates.select(
-        *ORDER, "src", "malformed", "row_hash", "source_video_id", "row_key", "url",
-        video_id.alias("video_id"), reject.alias("reject"),
-        *[fields[n].alias(n) for n in ("caption", "duration_s", "clip_hints", "extra", "clip_json")],
-        fields["warnings"].alias("field_warnings"),
-    )
-
-
 # --- pass 2: one task per bucket -------------------------------------------------------------------
 
-BUCKET = "_bucket"
 BLOCK_COUNTS = StructType(
     [
         StructField("_file", StringType()),
@@ -570,85 +572,113 @@ BLOCK_COUNTS = StructType(
         StructField("status", StringType()),
         StructField("in_lake", BooleanType()),
         StructField("rows", LongType()),
-        StructField("first_pos", LongType()),
     ]
 )
 BUCKET_OUTPUT = StructType(
     [
-        StructField("file", WRITTEN_FILES),
+        StructField("video_file", WRITTEN_FILES),
+        StructField("error_file", WRITTEN_FILES),
         StructField("block", BLOCK_COUNTS),
         StructField("kept", LongType()),
         StructField("warnings", LongType()),
     ]
 )
 KEPT_ROW_GROUP = 65_536  # rows per row group of the kept files: Spark can split them, and a reader's memory stays small
-VIDEO_COLUMNS = ("video_id", "source_video_id", "url", "caption", "duration_s", "clip_hints", "extra")
+VIDEO_FIELDS = ("caption", "duration_s", "clip_hints", "extra")
 
 
 @dataclass(frozen=True)
 class BucketTask:
-    """What a pass-2 task needs (sent to the executors): staging's folders, where the new videos'
-    files go (None where clip rows are folded into videos by Spark afterwards), and the batch."""
+    """What a pass-2 task needs (sent to the executors): staging's folders, the table writers
+    (videos: None where clip rows are folded by Spark afterwards; errors: None where this batch's
+    are recorded already), and what pass 1 learned about the files."""
 
-    source: str
+    fmt: sources.SourceFormat
+    settings: dict
     staging: str
     lake_urls: str | None
     videos_files: TableFiles | None
+    errors_files: TableFiles | None
     batch: str
     now: datetime
+    row_offsets: dict
+    file_columns: dict
 
     def __call__(self, bucket_ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for ids in bucket_ids:
-            for bucket in ids.column(0).to_pylist():
+        for ids_batch in bucket_ids:
+            for bucket in ids_batch.column(0).to_pylist():
                 yield from self.run(bucket)
 
     def run(self, bucket: int) -> Iterator[pa.RecordBatch]:
-        rows = _read_bucket(f"{self.staging}/rows", bucket)
+        rows = _read_staged(f"{self.staging}/rows", bucket)
         if rows is None:
             return
-        classified = duplicates.classify(rows, _read_bucket(self.lake_urls, bucket) if self.lake_urls else None)
-        new = pc.and_(pc.equal(classified["status"], "accepted"), pc.invert(classified["in_lake"]))
-        warned = pc.greater(pc.list_value_length(classified["warnings"]), 0)
-        keep = pc.or_(pc.equal(classified["status"], "rejected"), warned)
-        written = []
-        if self.videos_files is None:
-            keep = pc.or_(keep, new)
-        else:
-            written = self.videos_files.write(self._video_rows(classified.filter(new)).to_batches())
-        kept = classified.filter(keep)
-        if kept.num_rows:
-            _write_parquet(kept, f"{self.staging}/kept/bucket-{bucket:05d}.parquet")
-        warned_rows = kept.filter(pc.not_equal(kept["status"], "rejected"))
-        outputs = [{"file": f} for f in written] + [{"block": b} for b in _block_counts(classified)]
-        warnings = pc.sum(pc.list_value_length(warned_rows["warnings"])).as_py() or 0
-        outputs.append({"kept": kept.num_rows, "warnings": warnings})
+        classified = duplicates.classify(rows, _read_lake_urls(self.lake_urls, bucket) if self.lake_urls else None)
+        new_at = np.flatnonzero(pc.and_(pc.equal(classified["status"], "accepted"),
+                                        pc.invert(classified["in_lake"])).to_numpy(zero_copy_only=False))
+        new = classified.take(pa.array(new_at))
+        fields = rules.video_fields(new, self.fmt, self.settings, self.file_columns)
+        warned_at, warnings = duplicates.warnings(classified, new_at, fields["warnings"])
+        outputs = [{"block": b} for b in _block_counts(classified)]
+        if self.videos_files is not None:
+            written = self.videos_files.write(self._video_rows(new, fields).to_batches())
+            outputs += [{"video_file": f} for f in written]
+        elif new.num_rows:
+            _write_parquet(self._clip_rows(new, fields), f"{self.staging}/kept/bucket-{bucket:05d}.parquet")
+        if self.errors_files is not None:
+            errors = rules.error_rows(classified, warned_at, warnings, self.fmt.name, self.row_offsets,
+                                      self.file_columns, self.batch, self.now)
+            outputs += [{"error_file": f} for f in self.errors_files.write(errors.to_batches())]
+        outputs.append({"kept": new.num_rows if self.videos_files is None else 0, "warnings": len(warned_at)})
         yield pa.RecordBatch.from_pylist(outputs, schema=to_arrow_schema(BUCKET_OUTPUT))
 
-    def _video_rows(self, rows: pa.Table) -> pa.Table:
-        constants = {
-            "source": pa.scalar(self.source, pa.string()),
-            "ingest_batch": pa.scalar(self.batch, pa.string()),
-            "ingested_at": pa.scalar(self.now, pa.timestamp("us", tz="UTC")),
-        }
-        videos = rows.select(list(VIDEO_COLUMNS))
-        for name, value in constants.items():
-            videos = videos.append_column(name, pa.repeat(value, rows.num_rows))
-        return videos
+    def _video_rows(self, new: pa.Table, fields: dict) -> pa.Table:
+        n = new.num_rows
+        return pa.table({
+            "video_id": new["video_id"],
+            "source": pa.repeat(pa.scalar(self.fmt.name), n),
+            "source_video_id": new["source_video_id"],
+            "url": new["url"],
+            **{name: fields[name] for name in VIDEO_FIELDS},
+            "ingest_batch": pa.repeat(pa.scalar(self.batch), n),
+            "ingested_at": pa.repeat(pa.scalar(self.now, pa.timestamp("us", tz="UTC")), n),
+        })
+
+    def _clip_rows(self, new: pa.Table, fields: dict) -> pa.Table:
+        """A clip row of a video added now, with what Spark needs to fold it into its video."""
+        columns = {name: new[name] for name in (*ORDER, "video_id", "source_video_id", "url")}
+        return pa.table({**columns, **{name: fields[name] for name in (*VIDEO_FIELDS, "clip_json")}})
 
 
 def run_buckets(spark: SparkSession, task: BucketTask, buckets: int) -> dict[str, list]:
-    """Pass 2 over every bucket; what the tasks reported, by kind: files written, block counts, rows
-    kept for Spark, and warnings among them (one ingest_errors row each)."""
+    """Pass 2 over every bucket; what the tasks reported, by kind: files written, block counts, clip
+    rows kept for Spark, and warnings."""
     rows = spark.range(buckets, numPartitions=buckets).mapInArrow(task, BUCKET_OUTPUT).collect()
-    found: dict[str, list] = {"file": [], "block": [], "kept": [], "warnings": []}
+    found: dict[str, list] = {"video_file": [], "error_file": [], "block": [], "kept": [], "warnings": []}
     for row in rows:
         for kind, value in row.asDict().items():
             if value is not None:
-                found[kind].append(value.asDict() if kind in ("file", "block") else value)
+                found[kind].append(value.asDict() if isinstance(value, type(row)) else value)
     return found
 
 
-def _read_bucket(directory: str, bucket: int) -> pa.Table | None:
+def _read_staged(rows_dir: str, bucket: int) -> pa.Table | None:
+    """A bucket's staged rows from every pass-1 task, `_file` as plain text."""
+    from pyarrow import fs
+
+    filesystem, root = arrow_filesystem(f"{rows_dir}/{BUCKET}={bucket}")
+    found = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    parts = []
+    for info in sorted(found, key=lambda i: i.path):
+        with filesystem.open_input_file(info.path) as source:
+            part = pa.ipc.open_file(source).read_all()
+        parts.append(part.set_column(0, "_file", pc.cast(part["_file"], pa.string())))
+    if not parts:
+        return None
+    return pa.concat_tables(parts, promote_options="default").combine_chunks()
+
+
+def _read_lake_urls(directory: str, bucket: int) -> pa.Table | None:
     from pyarrow import fs
     from pyarrow import parquet as pq
 
@@ -668,93 +698,12 @@ def _write_parquet(rows: pa.Table, uri: str) -> None:
 
 
 def _block_counts(classified: pa.Table) -> list[dict]:
-    counts = classified.group_by(["_file", "_block", "status", "in_lake"]).aggregate(
-        [("_pos", "count"), ("_pos", "min")]
-    )
+    counts = classified.group_by(["_file", "_block", "status", "in_lake"]).aggregate([("_pos", "count")])
     return [
         {"_file": r["_file"], "_block": r["_block"], "status": r["status"], "in_lake": r["in_lake"],
-         "rows": r["_pos_count"], "first_pos": r["_pos_min"]}
+         "rows": r["_pos_count"]}
         for r in counts.to_pylist()
     ]
-
-
-# --- the video fields ------------------------------------------------------------------------------
-
-
-def _src(name: str) -> Column:
-    return F.try_element_at(F.col("src"), F.lit(name))
-
-
-def video_fields(fmt: sources.SourceFormat, settings: dict) -> dict[str, Column]:
-    """caption, duration_s, clip_hints, extra, warnings and clip_json of a classified row, from its
-    source fields (SQL) or its Python-parsed p_* columns."""
-    parsed = {name[2:]: F.col(name) for name in PARSED_TYPES}
-    if fmt.name == "webvid10m":
-        seconds, warning = duration_seconds(_text(_src("duration")))
-        return {
-            "caption": _text(_src("name")), "duration_s": seconds, "clip_hints": F.lit(None).cast(HINTS),
-            "extra": F.create_map(F.lit("page_dir"), _src("page_dir")), "warnings": _present(warning),
-            "clip_json": F.lit(None).cast(StringType()),
-        }
-    if fmt.name == "generic":
-        return _generic_fields(settings["generic"])
-    fields = {"caption": F.lit(None).cast(StringType()), "duration_s": F.lit(None).cast("double"), **parsed}
-    if fmt.name != "opensora-plan":
-        fields["extra"] = F.lit(None).cast(EXTRA)
-    fields["warnings"] = F.coalesce(fields["warnings"], F.array().cast(WARNINGS))
-    return fields
-
-
-def _generic_fields(mapping: dict) -> dict[str, Column]:
-    mapped = [mapping[k] for k in ("url", "path", "caption", "id", "duration") if mapping.get(k)]
-    seconds, warning = (
-        duration_seconds(_text(_src(mapping["duration"]))) if mapping.get("duration") else (F.lit(None), F.lit(None))
-    )
-    return {
-        "caption": _text(_src(mapping["caption"])) if mapping.get("caption") else F.lit(None).cast(StringType()),
-        "duration_s": seconds.cast("double"),
-        "clip_hints": F.lit(None).cast(HINTS),
-        "extra": F.map_filter("src", lambda k, _v: ~k.isin(*mapped)),
-        "warnings": _present(warning.cast(StringType())),
-        "clip_json": F.lit(None).cast(StringType()),
-    }
-
-
-def _present(warning: Column) -> Column:
-    """A warning as a one-element array, or an empty array where there is none."""
-    return F.when(warning.isNotNull(), F.array(warning)).otherwise(F.array().cast(WARNINGS))
-
-
-def duration_seconds(value: Column) -> tuple[Column, Column]:
-    """Seconds from ISO 8601 (PT00H00M11S), H:MM:SS or a plain number; and the warning where the
-    value is there but is none of these."""
-    iso = [F.coalesce(F.regexp_extract(value, parse.ISO_DURATION, i).try_cast("double"), F.lit(0.0)) for i in (1, 2, 3)]
-    clock = [F.coalesce(F.regexp_extract(value, parse.CLOCK_TIME, i).try_cast("double"), F.lit(0.0)) for i in (1, 2, 3)]
-    number = value.try_cast("double")
-    fixed, fixed_seconds = _fixed_iso_duration(value)
-    seconds = (
-        F.when(fixed, fixed_seconds)
-        .when(value.rlike(parse.ISO_DURATION) & (value != "PT"), iso[0] * 3600 + iso[1] * 60 + iso[2])
-        .when(value.rlike(parse.CLOCK_TIME), clock[0] * 3600 + clock[1] * 60 + clock[2])
-        .when((number >= 0) & ~F.isnan(number) & (number < float("inf")), number)
-    )
-    warning = F.when(
-        value.isNotNull() & seconds.isNull(),
-        F.concat(F.lit(f"{parse.UNPARSABLE_DURATION}: "), F.substring(value, 1, 120)),
-    )
-    return seconds, warning
-
-
-def _fixed_iso_duration(value: Column) -> tuple[Column, Column]:
-    """WebVid's own shape, PT00H00M11S, read by position: every WebVid row has it, and substrings
-    cost a fraction of the general regexes, which the other shapes still go through."""
-    digits = F.concat(*[F.substring(value, start, 2) for start in (3, 6, 9)])
-    fixed = (
-        (F.length(value) == 11) & value.startswith("PT") & (F.substring(value, 5, 1) == "H")
-        & (F.substring(value, 8, 1) == "M") & value.endswith("S") & (F.translate(digits, "0123456789", "") == "")
-    )
-    hours, minutes, secs = (F.substring(value, start, 2).cast("double") for start in (3, 6, 9))
-    return fixed, hours * 3600 + minutes * 60 + secs
 
 
 # --- outputs ---------------------------------------------------------------------------------------
@@ -762,7 +711,7 @@ def _fixed_iso_duration(value: Column) -> tuple[Column, Column]:
 
 @dataclass
 class BlockStats:
-    """Rows per input block and status: the counts, and each block's first position (for row numbers)."""
+    """Rows per input block, status and whether their video was in the lake."""
 
     rows: list
 
@@ -772,28 +721,21 @@ class BlockStats:
             if (status is None or r["status"] == status) and (in_lake is None or r["in_lake"] == in_lake)
         )
 
-    def block_offsets(self) -> list[tuple[str, int, int, int]]:
-        """(_file, _block, rows before the block in its file, the block's first _pos) per block."""
-        blocks: dict[tuple[str, int], list[int]] = {}
-        for r in self.rows:
-            entry = blocks.setdefault((r["_file"], r["_block"]), [0, r["first_pos"]])
-            entry[0] += r["rows"]
-            entry[1] = min(entry[1], r["first_pos"])
-        offsets, before, current = [], 0, None
-        for (file, block), (rows, first_pos) in sorted(blocks.items()):
-            before = 0 if file != current else before
-            current = file
-            offsets.append((file, block, before, first_pos))
-            before += rows
-        return offsets
+
+def _fold_clip_rows(ctx: JobContext, fmt: sources.SourceFormat, kept_dir: str, batch: str, now: datetime) -> int:
+    """Appends one video per video id of the kept clip rows; how many."""
+    videos = new_videos(ctx.spark.read.parquet(kept_dir), fmt, batch, now).persist()
+    try:
+        added = videos.count()
+        ctx.lake.append(videos, "videos")
+    finally:
+        videos.unpersist()
+    return added
 
 
-def new_videos(classified: DataFrame, fmt: sources.SourceFormat, batch: str, now: datetime) -> DataFrame:
-    """One row per video that is accepted and not in the lake yet."""
-    rows = classified.where((F.col("status") == "accepted") & ~F.col("in_lake"))
-    if fmt.rows_per_video == "many":
-        rows = _fold_clips(rows)
-    return rows.select(
+def new_videos(clip_rows: DataFrame, fmt: sources.SourceFormat, batch: str, now: datetime) -> DataFrame:
+    """One row per video of the clip rows of videos added now."""
+    return _fold_clips(clip_rows).select(
         "video_id", F.lit(fmt.name).alias("source"), "source_video_id", "url", "caption", "duration_s",
         "clip_hints", "extra", F.lit(batch).alias("ingest_batch"), F.lit(now).alias("ingested_at"),
     )
@@ -818,29 +760,6 @@ def _fold_clips(rows: DataFrame) -> DataFrame:
         F.map_concat(F.coalesce("extra", F.create_map().cast(EXTRA)), F.create_map(F.lit("clip_captions"), captions)),
     ).otherwise(F.col("extra"))
     return folded.withColumn("extra", extra)
-
-
-def error_rows(
-    spark: SparkSession, classified: DataFrame, stats: BlockStats, fmt: sources.SourceFormat, batch: str,
-    now: datetime,
-) -> DataFrame:
-    """One row per rejected input row, and one per warning of a row whose video is added now."""
-    rejected = F.col("status") == "rejected"
-    problems = F.when(rejected, F.array("reason")).otherwise(F.col("warnings"))
-    offsets = spark.createDataFrame(stats.block_offsets(), "_file string, _block long, _before long, _first_pos long")
-    rows = classified.where(rejected | (F.size("warnings") > 0)).select("*", F.explode(problems).alias("problem"))
-    rows = rows.join(F.broadcast(offsets), ["_file", "_block"])
-    return rows.select(
-        F.lit(fmt.name).alias("source"),
-        _local_name(F.col("_file")).alias("input_file"),
-        (F.col("_before") + F.col("_pos") - F.col("_first_pos") + 1).alias("row_number"),
-        F.when(F.col("malformed"), _src(sources.CORRUPT_RECORD)).otherwise(F.to_json("src")).alias("raw"),
-        F.when(rejected, "rejected").otherwise("warning").alias("severity"),
-        F.col("problem").alias("reason"),
-        F.when(~rejected, F.col("video_id")).alias("video_id"),
-        F.lit(batch).alias("ingest_batch"),
-        F.lit(now).alias("recorded_at"),
-    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -94,15 +95,14 @@ def test_opensora_plan_caption_list_and_frame_range():
 # --- the job on Spark and Delta ------------------------------------------------------------------------
 
 
-def test_spark_video_id_is_the_python_one(spark):
-    from pyspark.sql import functions as F
+def test_vectorised_video_ids_and_buckets_are_the_python_ones():
+    from schemas import ids
 
-    from jobs.ingest import video_id_column
-
-    ids = ["1001", "--BfvyPmVMo", "mixkit/Nature/a b.mp4", "Кот 猫 🐈", ""]
-    df = spark.createDataFrame([(i,) for i in ids], "sid string")
-    got = {r.sid: r.vid for r in df.select("sid", video_id_column("webvid10m", F.col("sid")).alias("vid")).collect()}
-    assert got == {i: video_id("webvid10m", i) for i in ids}
+    source_ids = ["1001", "--BfvyPmVMo", "mixkit/Nature/a b.mp4", "Кот 猫 🐈", "", None]
+    hexed, buckets = ids.video_ids("webvid10m", pa.array(source_ids, pa.string()), 7)
+    expected = [None if s is None else video_id("webvid10m", s) for s in source_ids]
+    assert hexed.to_pylist() == expected
+    assert list(buckets[:-1]) == [ids.bucket_of(v, 7) for v in expected[:-1]]
 
 
 def test_webvid_real_world_csv_and_idempotent_reingest(ctx, capsys):
@@ -293,26 +293,29 @@ def _env() -> dict:
 def test_duplicates_are_decided_in_file_order_whatever_order_a_bucket_holds_them():
     from udfs import duplicates
 
-    def row(pos, video, url, row_hash, reject=None):
+    def row(pos, video, url, caption, reject=None):
         return {"_file": "a.csv", "_block": 0, "_pos": pos, "video_id": video, "row_key": video, "url": url,
-                "reject": reject, "row_hash": row_hash, "field_warnings": []}
+                "reject": reject, "src.caption": caption}
 
     rows = pa.Table.from_pylist([
-        row(5, "v1", "https://x/1", 7),  # the same url, other fields: folded with a warning
-        row(9, "v2", "https://x/2b", 1),  # a later row of v2 with another url: rejected
-        row(1, "v1", "https://x/1", 3),  # v1's first row, given last but one: accepted
-        row(2, "v2", "https://x/2", 1),
-        row(3, "v3", "https://x/3", 1),  # the lake has v3 with another url: rejected
-        row(4, None, "https://x/4", 1, reject=parse.EMPTY_ID),
+        row(5, "v1", "https://x/1", "another caption"),  # the same url, other fields: folded, differs
+        row(9, "v2", "https://x/2b", "b"),  # a later row of v2 with another url: rejected
+        row(1, "v1", "https://x/1", "a caption"),  # v1's first row, given last but one: accepted
+        row(2, "v2", "https://x/2", "b"),
+        row(3, "v3", "https://x/3", "c"),  # the lake has v3 with another url: rejected
+        row(4, None, "https://x/4", "d", reject=parse.EMPTY_ID),
+        row(6, "v1", "https://x/1", "a caption"),  # an exact duplicate of v1's first row: folded quietly
     ])
-    rows = rows.set_column(rows.schema.get_field_index("field_warnings"), "field_warnings",
-                           rows["field_warnings"].cast(pa.list_(pa.string())))
     lake = pa.table({"video_id": ["v3"], "url": ["https://x/other"]})
-    got = {r["_pos"]: r for r in duplicates.classify(rows, lake).to_pylist()}
+    classified = duplicates.classify(rows, lake)
+    got = {r["_pos"]: r for r in classified.to_pylist()}
 
     assert {pos: r["status"] for pos, r in got.items()} == {
-        1: "accepted", 2: "accepted", 3: "rejected", 4: "rejected", 5: "folded", 9: "rejected"}
+        1: "accepted", 2: "accepted", 3: "rejected", 4: "rejected", 5: "folded", 6: "folded", 9: "rejected"}
     assert got[9]["reason"].startswith(parse.CONFLICTING_DUPLICATE) and got[9]["reason"].endswith("https://x/2")
     assert got[3]["reason"].startswith(parse.CONFLICTS_WITH_LAKE) and got[3]["video_id"] is None
-    assert got[5]["warnings"] == [duplicates.FOLDED_WARNING] and got[1]["warnings"] == []
+    assert got[5]["differs"] and not got[6]["differs"]
     assert got[3]["in_lake"] and not got[1]["in_lake"]
+    warned_at, texts = duplicates.warnings(classified, np.array([2]), pa.array([["field warning"]]))
+    assert [(classified["_pos"][int(i)].as_py(), t) for i, t in zip(warned_at, texts.to_pylist())] == [
+        (5, duplicates.FOLDED_WARNING), (1, "field warning")]

@@ -19,44 +19,72 @@ import pyarrow.compute as pc
 from udfs import sources as parse
 
 ORDER = ("_file", "_block", "_pos")
-SHOWN_URL_CHARS = 200
+SOURCE_PREFIX = "src."  # the source columns (udfs/candidates.SRC)
+NULL_TEXT = "\u0000"  # stands for a null field when fields are compared
 FOLDED_WARNING = (
     f"{parse.DUPLICATE_FOLDED}: the first row with this id and url is kept, this row's other fields dropped"
 )
 
 
 def classify(rows: pa.Table, lake_urls: pa.Table | None) -> pa.Table:
-    """`rows` (video_id, row_key, url, reject, row_hash, field_warnings, ORDER, ...) with status
-    (accepted | folded | rejected), reason, in_lake and warnings added; video_id is null where rejected.
-    `lake_urls` (video_id, url) holds the lake's videos of the same source and bucket."""
+    """`rows` (video_id, row_key, url, reject, ORDER and the source columns `src.*`) with status
+    (accepted | folded | rejected), reason, in_lake and differs (a folded row whose source fields
+    are not its first row's) added; video_id is null where rejected. `lake_urls` (video_id, url)
+    holds the lake's videos of the same source and bucket."""
     first = _first_of_key(rows)
+    first_url = rows["url"].take(first["row"])
     later = pc.and_(pc.is_null(rows["reject"]), pc.invert(first["is_first"]))
-    conflict = pc.and_(later, pc.not_equal(rows["url"], first["url"]))
+    conflict = pc.and_(later, pc.not_equal(rows["url"], first_url))
     lake_url = _lake_url(rows["video_id"], lake_urls)
     lake_conflict = pc.and_(pc.is_valid(lake_url), pc.not_equal(lake_url, rows["url"]))
     reason = pc.coalesce(
         rows["reject"],
-        _when(conflict, _prefixed(f"{parse.CONFLICTING_DUPLICATE}: the first row with this id has ", first["url"])),
+        _when(conflict, _prefixed(f"{parse.CONFLICTING_DUPLICATE}: the first row with this id has ", first_url)),
         _when(lake_conflict, _prefixed(f"{parse.CONFLICTS_WITH_LAKE}: ", lake_url)),
     )
     rejected = pc.is_valid(reason)
     status = pc.if_else(rejected, "rejected", pc.if_else(later, "folded", "accepted"))
-    in_lake = pc.is_valid(lake_url)
-    folded_warned = pc.and_(pc.and_(pc.invert(rejected), later), pc.not_equal(rows["row_hash"], first["row_hash"]))
-    warnings = _warnings(rows["field_warnings"], status, in_lake, folded_warned)
+    differs = pc.and_(pc.and_(pc.invert(rejected), later), _fields_differ(rows, first["row"]))
     return (
-        rows.drop_columns(["field_warnings"])
-        .set_column(rows.schema.get_field_index("video_id"), "video_id", _when(pc.invert(rejected), rows["video_id"]))
+        rows.set_column(
+            rows.schema.get_field_index("video_id"), "video_id", _when(pc.invert(rejected), rows["video_id"])
+        )
         .append_column("status", status)
         .append_column("reason", reason)
-        .append_column("in_lake", in_lake)
-        .append_column("warnings", warnings)
+        .append_column("in_lake", pc.is_valid(lake_url))
+        .append_column("differs", differs)
     )
+
+
+def warnings(classified: pa.Table, new_at: np.ndarray, field_warnings: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Every warning of a bucket as (row, text), by row: the field warnings of the rows added now
+    (`field_warnings` lists them for the rows `new_at`), and FOLDED_WARNING for a folded row with
+    other fields whose video is added now. Rows rejected or already in the lake warn of nothing."""
+    field_rows = new_at[pc.list_parent_indices(field_warnings).to_numpy()]
+    folded = pc.and_(classified["differs"], pc.invert(classified["in_lake"]))
+    folded_rows = np.flatnonzero(folded.to_numpy(zero_copy_only=False)) if len(classified) else np.array([], int)
+    rows = np.concatenate([field_rows, folded_rows]).astype(np.int64)
+    texts = pa.concat_arrays([
+        pc.list_flatten(field_warnings).cast(pa.string()),
+        pa.repeat(pa.scalar(FOLDED_WARNING), len(folded_rows)),
+    ])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], texts.take(pa.array(order))
+
+
+def _fields_differ(rows: pa.Table, first_row: pa.Array) -> pa.Array:
+    """Whether a row's source fields differ from those of the row `first_row` names (nulls equal)."""
+    differ = pa.repeat(pa.scalar(False), rows.num_rows)
+    for name in rows.column_names:
+        if name.startswith(SOURCE_PREFIX):
+            values = pc.fill_null(rows[name], NULL_TEXT)
+            differ = pc.or_(differ, pc.not_equal(values, values.take(first_row)))
+    return differ
 
 
 def _first_of_key(rows: pa.Table) -> dict[str, pa.Array]:
     """Per row: whether it is the first (in file order) of the valid rows with its (video_id,
-    row_key), and that first row's url and row_hash. Rejected rows are each their own first."""
+    row_key), and that first row's index. Rejected rows are each their own first."""
     n = rows.num_rows
     valid = pc.is_null(rows["reject"]).to_numpy(zero_copy_only=False)
     valid_at = np.flatnonzero(valid)
@@ -71,11 +99,7 @@ def _first_of_key(rows: pa.Table) -> dict[str, pa.Array]:
     first_row = np.arange(n)
     first_row[sorted_rows] = sorted_rows[group_first]
     first_taken = pa.array(first_row)
-    return {
-        "is_first": pa.array(first_row == np.arange(n)),
-        "url": rows["url"].take(first_taken),
-        "row_hash": rows["row_hash"].take(first_taken),
-    }
+    return {"is_first": pa.array(first_row == np.arange(n)), "row": first_taken}
 
 
 def _lake_url(video_id: pa.ChunkedArray, lake_urls: pa.Table | None) -> pa.Array:
@@ -90,20 +114,4 @@ def _when(condition: pa.Array, value: pa.Array) -> pa.Array:
 
 
 def _prefixed(prefix: str, url: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(prefix, pc.utf8_slice_codeunits(url, 0, SHOWN_URL_CHARS), "")
-
-
-def _warnings(
-    field_warnings: pa.ChunkedArray, status: pa.Array, in_lake: pa.Array, folded_warned: pa.Array
-) -> pa.Array:
-    """An accepted row added now keeps its field warnings; a folded row with other fields gets
-    FOLDED_WARNING; every other row (rejected, or its video already in the lake) none."""
-    n = len(status)
-    none = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
-    folded = pa.ListArray.from_arrays(
-        pa.array(np.arange(n + 1, dtype=np.int32)), pa.array(np.full(n, FOLDED_WARNING, dtype=object), pa.string())
-    )
-    new = pc.invert(in_lake)
-    accepted_new = pc.and_(pc.equal(status, "accepted"), new)
-    chosen = pc.if_else(accepted_new, pc.coalesce(field_warnings, none), none)
-    return pc.if_else(pc.and_(folded_warned, new), folded, chosen)
+    return pc.binary_join_element_wise(prefix, pc.utf8_slice_codeunits(url, 0, parse.SHOWN_URL_CHARS), "")

@@ -1,14 +1,11 @@
-"""Parsing of source-set fields, one pandas batch at a time, and the reasons a row is rejected or warned.
+"""Parsing of source-set fields in Python, and the reasons a row is rejected or warned.
 
-Where each ingest rule lives:
-- here, in Python (run by jobs/ingest.py through mapInPandas): the fields that need a real parser,
-  i.e. Panda-70M's Python-literal lists (`ast.literal_eval`, strings with apostrophes included),
-  MiraData's clip rows (frame range and fps, or H:MM:SS timesteps, and the structured captions),
-  Open-Sora-Plan's annotations (`cap` as a string or a list, `frame_idx` "start:end"). These sets
-  have a few million rows at most.
-- in Spark SQL (jobs/ingest.py): everything a 10M-row WebVid file needs (ids with sha2, ISO 8601
-  durations with regexp_extract using `ISO_DURATION` below, the URL rules using the patterns
-  below), duplicate detection in file order, and the fold of clip rows into one video per id.
+Ingest's rules, whole: udfs/candidates.py applies them to Arrow batches, with vectorised kernels
+for the shapes that fill a 10M-row file (http URLs, WebVid's PT00H00M11S) and these functions for
+everything else, so one definition holds for both. The fields that need a real parser are here:
+Panda-70M's Python-literal lists (`ast.literal_eval`, strings with apostrophes included),
+MiraData's clip rows (frame range and fps, or H:MM:SS timesteps, and the structured captions),
+Open-Sora-Plan's annotations (`cap` as a string or a list, `frame_idx` "start:end").
 
 Reasons are "<category>: <detail>" with the categories below, so `split(reason, ':')[0]` groups them.
 """
@@ -41,7 +38,7 @@ LIST_LENGTHS_DIFFER = "list lengths differ"
 UNPARSABLE_FIELD = "unparsable field"
 DUPLICATE_FOLDED = "duplicate id with other fields"
 
-# ISO 8601 durations as WebVid writes them (PT00H00M11S); the Spark rules use this pattern too.
+# ISO 8601 durations as WebVid writes them (PT00H00M11S).
 ISO_DURATION = r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$"
 # A URL scheme, and the http(s) URL shape: a host, then no whitespace.
 URL_SCHEME = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
@@ -51,6 +48,50 @@ FILE_URL = r"(?i)^file://(?:localhost)?/"
 # A clock time H:MM:SS(.fff) or MM:SS(.fff), as Panda-70M and MiraData write spans.
 CLOCK_TIME = r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$"
 _CLOCK = re.compile(CLOCK_TIME)
+_ISO = re.compile(ISO_DURATION)
+_SCHEME = re.compile(URL_SCHEME)
+_HTTP = re.compile(HTTP_URL)
+_FILE = re.compile(FILE_URL)
+SHOWN_URL_CHARS = 200
+
+
+def url_problem(url: str | None, allow_local_paths: bool) -> str | None:
+    """Why a (trimmed) URL cannot be ingested, or None: http(s) with a host and no whitespace, or
+    (where allowed) an absolute local path or file:// URL."""
+    if _blank(url):
+        return f"{EMPTY_URL}: the row has no url"
+    if _HTTP.match(url):
+        return None
+    found = _SCHEME.match(url)
+    scheme = found.group(1).lower() if found else ""
+    local = url.startswith("/") or scheme == "file"
+    unparsable = f"{UNPARSABLE_URL}: {url[:SHOWN_URL_CHARS]}"
+    if scheme in ("http", "https"):
+        return unparsable
+    if local and not allow_local_paths:
+        return f"{LOCAL_PATH_NOT_ALLOWED}: set ingest.allow_local_paths=true to ingest local files"
+    if scheme == "file":
+        return None if _FILE.match(url) else unparsable
+    if local:
+        return None
+    if scheme:
+        return f"{SCHEME_NOT_ALLOWED}: {scheme} (only http and https)"
+    return unparsable
+
+
+def parse_duration(text: object) -> float | None:
+    """Seconds from ISO 8601 (PT00H00M11S), H:MM:SS or a plain non-negative number; None otherwise."""
+    if _blank(text):
+        return None
+    value = str(text).strip()
+    iso = _ISO.match(value)
+    if iso and value != "PT":
+        hours, minutes, seconds = iso.groups()
+        return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    if _CLOCK.match(value):
+        return parse_clock(value)
+    number = None if "_" in value else _finite_float(value)
+    return number if number is not None and number >= 0 else None
 
 
 def parse_clock(text: object) -> float | None:

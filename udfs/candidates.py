@@ -1,0 +1,339 @@
+"""Ingest's per-row rules in Arrow, one batch of source rows at a time, without Spark.
+
+Pass 1 (`candidates`): a row's ids (schemas.ids), its URL and what is wrong with it on its own
+(`reject`: malformed, no id, an unusable URL). Every source column is kept as text under `src.<name>`
+so that pass 2 can build the video's fields, compare a duplicate with the row it folds into, and
+write a rejected row as it was read.
+
+Pass 2, after udfs/duplicates.py decided each row's status: `video_fields` (caption, duration,
+clip hints, extra fields and their warnings) for the rows that become videos, and `error_rows`
+(one ingest_errors row per rejected row and per warning).
+
+Vectorised kernels carry the common case (WebVid's `PT00H00M11S`, http URLs); the rare rest goes
+through the Python rules of udfs/sources.py, so both agree by construction.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import ids
+from schemas.sources import SourceFormat
+from udfs import sources as parse
+from udfs.csv_blocks import CORRUPT_RECORD, POSITION
+
+SRC = "src."  # prefix of the source columns in a candidate row
+ID_SEPARATOR = "\u001f"
+ORDER = ("_file", "_block", POSITION)
+HINT = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("caption", pa.string()),
+                  ("score", pa.float64())])
+HINTS = pa.list_(HINT)
+EXTRA = pa.map_(pa.string(), pa.string())
+WARNINGS = pa.list_(pa.string())
+WEBVID_DURATION = r"^PT\d\dH\d\dM\d\dS$"
+JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
+OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+SHOWN_URL_CHARS = 200
+SHOWN_VALUE_CHARS = 120
+
+
+def candidates(
+    rows: pa.Table, fmt: SourceFormat, settings: dict, file_name: str, block: int, columns: list[str], buckets: int
+) -> tuple[pa.Table, np.ndarray]:
+    """Rows of one file block (`columns` as text, CORRUPT_RECORD, POSITION) as candidates, and each
+    one's bucket (rows without an id spread by position)."""
+    n = rows.num_rows
+    malformed = pc.is_valid(rows[CORRUPT_RECORD])
+    keys = _keys(fmt, lambda name: rows[name] if name in columns else pa.nulls(n, pa.string()), columns, settings,
+                 file_name)
+    video_ids, buckets_of = ids.video_ids(fmt.name, keys["source_video_id"], buckets)
+    no_id = pc.is_null(keys["source_video_id"])
+    buckets_of = np.where(no_id.to_numpy(zero_copy_only=False), rows[POSITION].to_numpy() % buckets, buckets_of)
+    empty_id = f"{parse.EMPTY_ID}: {fmt.video_id_column or 'its id or url column'} is empty"
+    reject = pc.coalesce(
+        _where(malformed, f"{parse.MALFORMED_ROW}: its fields do not match the header", n),
+        _where(no_id, empty_id, n),
+        url_problems(keys["url"], settings["allow_local_paths"]),
+    )
+    table = pa.table({
+        "_file": pa.repeat(pa.scalar(file_name), n).dictionary_encode(),
+        "_block": pa.repeat(pa.scalar(block, pa.int64()), n),
+        POSITION: rows[POSITION],
+        "video_id": video_ids,
+        "source_video_id": keys["source_video_id"],
+        "row_key": keys["row_key"],
+        "url": keys["url"],
+        "reject": reject,
+        CORRUPT_RECORD: rows[CORRUPT_RECORD],
+        **{SRC + c: rows[c] for c in columns},
+    })
+    return table, buckets_of
+
+
+# --- keys --------------------------------------------------------------------------------------------
+
+
+def text(values) -> pa.Array:
+    """A text field, trimmed; null where blank."""
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def _keys(fmt: SourceFormat, field, columns: list[str], settings: dict, file_name: str) -> dict[str, pa.Array]:
+    """source_video_id, row_key (the unit of duplicate detection) and url of a format's rows."""
+    if fmt.name == "generic":
+        return _generic_keys(field, columns, settings["generic"], file_name)
+    video_id = text(field(fmt.video_id_column))
+    if fmt.name == "miradata":
+        parts = settings["miradata"]["url_template"].split("{video_id}")
+        url = pc.binary_join_element_wise(*[p for part in parts for p in (part, video_id)][:-1], "")
+        frames = pc.binary_join_element_wise(video_id, field("start_frame"), field("end_frame"), ID_SEPARATOR,
+                                             null_handling="skip")
+        return {"source_video_id": video_id, "row_key": pc.coalesce(text(field("index")), frames), "url": url}
+    if fmt.name == "opensora-plan":
+        url = resolved(video_id, settings["opensora_plan"]["data_root"], file_name)
+        frame_idx = pc.coalesce(text(field("frame_idx")), "")
+        return {"source_video_id": video_id, "row_key": pc.binary_join_element_wise(video_id, frame_idx, ID_SEPARATOR),
+                "url": url}
+    url_column = {"webvid10m": "contentUrl", "panda70m": "url"}[fmt.name]
+    return {"source_video_id": video_id, "row_key": video_id, "url": text(field(url_column))}
+
+
+def check_generic_mapping(mapping: dict, columns: list[str], file_name: str) -> None:
+    """A clear error where the generic column mapping does not fit a file's columns: it needs a url
+    or path column, and the id column where one is mapped (caption and duration may be missing)."""
+    if mapping.get("id") is not None and mapping["id"] not in columns:
+        raise ValueError(
+            f"{file_name}: ingest.generic.id names column {mapping['id']!r}, which the input lacks (it has {columns})"
+        )
+    if not any(mapping.get(key) in columns for key in ("url", "path")):
+        raise ValueError(
+            f"{file_name}: the input has neither a url column {mapping.get('url')!r} nor a path column "
+            f"{mapping.get('path')!r} (it has {columns}); map yours with --set ingest.generic.url=NAME or "
+            "ingest.generic.path=NAME"
+        )
+
+
+def _generic_keys(field, columns: list[str], mapping: dict, file_name: str) -> dict[str, pa.Array]:
+    check_generic_mapping(mapping, columns, file_name)
+    present = [key for key in ("url", "path") if mapping.get(key) in columns]
+    locations = [text(field(mapping["url"]))] if "url" in present else []
+    if "path" in present:
+        locations.append(resolved(text(field(mapping["path"])), mapping["data_root"], file_name))
+    location = pc.coalesce(*locations) if len(locations) > 1 else locations[0]
+    identity = text(field(mapping["id"])) if mapping.get("id") else location
+    return {"source_video_id": identity, "row_key": identity, "url": location}
+
+
+def resolved(path: pa.Array, data_root: str | None, file_name: str) -> pa.Array:
+    """Paths as locations: absolute paths and URLs as they are, relative ones under data_root, or
+    under the input file's folder where data_root is not set."""
+    base = data_root.rstrip("/") if data_root else file_name.rsplit("/", 1)[0]
+    absolute = pc.or_(pc.starts_with(path, "/"), pc.match_substring_regex(path, parse.URL_SCHEME))
+    relative = pc.binary_join_element_wise(base, pc.replace_substring_regex(path, r"^\./", ""), "/")
+    return pc.if_else(absolute, path, relative)
+
+
+# --- rejects -----------------------------------------------------------------------------------------
+
+
+def url_problems(urls: pa.Array, allow_local_paths: bool) -> pa.Array:
+    """Why each URL cannot be ingested, or null (udfs/sources.url_problem); http URLs, nearly every
+    row, are settled by one vectorised match."""
+    plain = pc.fill_null(pc.match_substring_regex(urls, parse.HTTP_URL), False).to_numpy(zero_copy_only=False)
+    problems = np.full(len(urls), None, dtype=object)
+    rest = np.flatnonzero(~plain)
+    values = pc.take(urls, pa.array(rest)).to_pylist()
+    problems[rest] = [parse.url_problem(url, allow_local_paths) for url in values]
+    return pa.array(problems, pa.string())
+
+
+def _where(condition: pa.Array, reason: str, n: int) -> pa.Array:
+    return pc.if_else(condition, pa.scalar(reason), pa.nulls(n, pa.string()))
+
+
+# --- pass 2: video fields ----------------------------------------------------------------------------
+
+
+def video_fields(rows: pa.Table, fmt: SourceFormat, settings: dict, file_columns: dict) -> dict[str, pa.Array]:
+    """caption, duration_s, clip_hints, extra, clip_json and warnings of rows that become videos
+    (or, for sets with one row per clip, clips of one); `file_columns` names each file's columns."""
+    n = rows.num_rows
+    src = _src_columns(rows)
+    nothing = {"caption": pa.nulls(n, pa.string()), "duration_s": pa.nulls(n, pa.float64()),
+               "clip_hints": pa.nulls(n, HINTS), "extra": pa.nulls(n, EXTRA), "clip_json": pa.nulls(n, pa.string())}
+    if fmt.name == "webvid10m":
+        seconds, warnings = durations(text(src["duration"]))
+        page_dir = pa.MapArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)),
+                                           pa.repeat(pa.scalar("page_dir"), n), src["page_dir"])
+        return {**nothing, "caption": text(src["name"]), "duration_s": seconds, "extra": page_dir,
+                "warnings": _as_lists(warnings)}
+    if fmt.name == "generic":
+        return _generic_fields(rows, src, settings["generic"], nothing, file_columns)
+    return {**nothing, **_python_fields(src, fmt, settings, n)}
+
+
+def _generic_fields(
+    rows: pa.Table, src: dict[str, pa.Array], mapping: dict, nothing: dict, file_columns: dict
+) -> dict[str, pa.Array]:
+    """The mapped fields, and every other column of the row's file as `extra`."""
+    n = rows.num_rows
+    fields = dict(nothing)
+    if mapping.get("caption") in src:
+        fields["caption"] = text(src[mapping["caption"]])
+    warnings = pa.nulls(n, pa.string())
+    if mapping.get("duration") in src:
+        fields["duration_s"], warnings = durations(text(src[mapping["duration"]]))
+    mapped = {mapping.get(k) for k in ("url", "path", "caption", "id", "duration")}
+    files = _plain(rows["_file"]).to_numpy(zero_copy_only=False)
+    has = {name: np.isin(files, [f for f, cols in file_columns.items() if name in cols]) for name in src}
+    fields["extra"] = _as_map({name: values for name, values in src.items() if name not in mapped}, has, n)
+    fields["warnings"] = _as_lists(warnings)
+    return fields
+
+
+def _python_fields(src: dict[str, pa.Array], fmt: SourceFormat, settings: dict, n: int) -> dict[str, pa.Array]:
+    """The fields of the sets whose lists and clip rows need a real parser (udfs/sources.py)."""
+    batch = pa.table(src).to_pandas() if src else None
+    if fmt.name == "panda70m":
+        parsed, outputs = parse.panda70m_fields(batch), ("clip_hints", "warnings")
+    elif fmt.name == "miradata":
+        parsed = parse.miradata_fields(batch, hint_caption=settings["miradata"]["hint_caption"])
+        outputs = ("clip_hints", "clip_json", "warnings")
+    else:
+        parsed = parse.opensora_plan_fields(batch)
+        outputs = ("caption", "duration_s", "clip_hints", "extra", "warnings")
+    types = {"caption": pa.string(), "duration_s": pa.float64(), "clip_hints": HINTS, "extra": EXTRA,
+             "clip_json": pa.string(), "warnings": WARNINGS}
+    fields = {name: pa.array(parsed[name].tolist(), types[name]) for name in outputs}
+    if "extra" in fields:
+        fields["extra"] = pa.array([list(e.items()) if e else e for e in parsed["extra"]], EXTRA)
+    return fields
+
+
+def durations(values: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Seconds of each duration (udfs/sources.parse_duration), and a warning where a value is there
+    but unparsable. WebVid's PT00H00M11S is read by position; other shapes go through Python."""
+    fixed = pc.fill_null(pc.match_substring_regex(values, WEBVID_DURATION), False).to_numpy(zero_copy_only=False)
+    seconds = np.full(len(values), np.nan)
+    if fixed.any():
+        shaped = pc.filter(values, pa.array(fixed))
+        parts = [pc.cast(pc.utf8_slice_codeunits(shaped, a, a + 2), pa.int64()) for a in (2, 5, 8)]
+        total = pc.add(pc.add(pc.multiply(parts[0], 3600), pc.multiply(parts[1], 60)), parts[2])
+        seconds[fixed] = pc.cast(total, pa.float64()).to_numpy()
+    rest = np.flatnonzero(~fixed & pc.is_valid(values).to_numpy(zero_copy_only=False))
+    warnings = np.full(len(values), None, dtype=object)
+    for i, value in zip(rest, pc.take(values, pa.array(rest)).to_pylist(), strict=True):
+        parsed = parse.parse_duration(value)
+        if parsed is None:
+            warnings[i] = f"{parse.UNPARSABLE_DURATION}: {value[:SHOWN_VALUE_CHARS]}"
+        else:
+            seconds[i] = parsed
+    return pa.array(seconds, pa.float64(), from_pandas=True), pa.array(warnings, pa.string())
+
+
+def _as_lists(warnings: pa.Array) -> pa.Array:
+    """One warning per row (or null) as a list of warnings (empty where there is none)."""
+    present = pc.is_valid(warnings).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(present)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pc.drop_null(warnings))
+
+
+def _as_map(columns: dict[str, pa.Array], has: dict[str, np.ndarray], n: int) -> pa.Array:
+    """Columns as one map per row (column name -> text, nulls included), each row with the columns
+    its file has (`has[name]` marks the rows whose file has that column)."""
+    names = list(columns)
+    if not names:
+        return pa.MapArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()),
+                                       pa.array([], pa.string()))
+    keep = np.stack([has[name] for name in names], axis=1).ravel()  # by row, then column
+    by_row = np.arange(n * len(names)).reshape(len(names), n).T.ravel()[keep]
+    items = pa.concat_arrays([_plain(columns[name]) for name in names]).take(pa.array(by_row))
+    keys = pa.array(np.tile(np.array(names, dtype=object), n)[keep], pa.string())
+    counts = keep.reshape(n, len(names)).sum(axis=1)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.MapArray.from_arrays(offsets, keys, items)
+
+
+def _plain(values) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _src_columns(rows: pa.Table) -> dict[str, pa.Array]:
+    return {name[len(SRC):]: _plain(rows[name]) for name in rows.column_names if name.startswith(SRC)}
+
+
+# --- pass 2: ingest_errors ---------------------------------------------------------------------------
+
+
+def error_rows(
+    classified: pa.Table, warned_at: np.ndarray, warnings: pa.Array, source: str, row_offsets: dict,
+    file_columns: dict, batch: str, now: datetime,
+) -> pa.Table:
+    """ingest_errors' rows: one per rejected row, and one per warning (`warnings[i]` is a warning of
+    row `warned_at[i]`). `row_offsets` maps (file, block) to the number to add to a row's POSITION
+    to get its 1-based row in the file; `file_columns` names each file's columns (what `raw` shows)."""
+    rejected = np.flatnonzero(pc.equal(classified["status"], "rejected").to_numpy(zero_copy_only=False))
+    at = np.concatenate([rejected, warned_at]).astype(np.int64)
+    rows = classified.take(pa.array(at))
+    reasons = pa.concat_arrays([_plain(pc.take(classified["reason"], pa.array(rejected))), _plain(warnings)])
+    warning = pa.array(np.arange(len(at)) >= len(rejected))
+    files = _plain(rows["_file"])
+    return pa.table({
+        "source": pa.repeat(pa.scalar(source), rows.num_rows),
+        "input_file": files,
+        "row_number": _row_numbers(rows, files, row_offsets),
+        "raw": raw_json(rows, files, file_columns),
+        "severity": pc.if_else(warning, "warning", "rejected"),
+        "reason": reasons,
+        "video_id": pc.if_else(warning, rows["video_id"], pa.scalar(None, pa.string())),
+        "ingest_batch": pa.repeat(pa.scalar(batch), rows.num_rows),
+        "recorded_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), rows.num_rows),
+    })
+
+
+def _row_numbers(rows: pa.Table, files: pa.Array, row_offsets: dict) -> pa.Array:
+    blocks = rows["_block"].to_numpy()
+    names = files.to_numpy(zero_copy_only=False)
+    offsets = np.array([row_offsets[(f, b)] for f, b in zip(names, blocks, strict=True)], dtype=np.int64)
+    return pa.array(rows[POSITION].to_numpy() + offsets)
+
+
+def raw_json(rows: pa.Table, files: pa.Array, file_columns: dict) -> pa.Array:
+    """Each row as it was read: a corrupt record's text, else a JSON object of its file's columns."""
+    raw = np.full(rows.num_rows, None, dtype=object)
+    names = files.to_numpy(zero_copy_only=False)
+    for file_name in set(names):
+        at = np.flatnonzero(names == file_name)
+        raw[at] = _json_objects(rows.take(pa.array(at)), file_columns[file_name]).to_numpy(zero_copy_only=False)
+    corrupt = rows[CORRUPT_RECORD].to_numpy(zero_copy_only=False)
+    has_corrupt = pc.is_valid(rows[CORRUPT_RECORD]).to_numpy(zero_copy_only=False)
+    raw[has_corrupt] = corrupt[has_corrupt]
+    return pa.array(raw, pa.string())
+
+
+def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
+    """`{"column": "text" or null, ...}` per row, as json.dumps writes it (non-ASCII kept)."""
+    import json
+
+    pieces = []
+    for i, name in enumerate(columns):
+        values = _plain(rows[SRC + name])
+        escaped = values
+        for plain, escape in JSON_ESCAPES:
+            escaped = pc.replace_substring(escaped, plain, escape)
+        quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+        key = ("{" if i == 0 else ",") + json.dumps(name) + ":"
+        pieces += [pa.scalar(key), pc.fill_null(quoted, "null")]
+    objects = pc.binary_join_element_wise(*pieces, "}", "")
+    odd = np.flatnonzero(pc.fill_null(pc.match_substring_regex(objects, OTHER_CONTROL), False).to_numpy(
+        zero_copy_only=False))
+    if not len(odd):
+        return objects
+    result = objects.to_numpy(zero_copy_only=False)
+    for i in odd:
+        result[i] = json.dumps({name: rows[SRC + name][int(i)].as_py() for name in columns}, ensure_ascii=False)
+    return pa.array(result, pa.string())
