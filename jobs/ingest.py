@@ -54,7 +54,7 @@ from pyspark.sql.types import (
 )
 
 from jobs.context import JobContext
-from jobs.lake import WRITTEN_FILES, TableFiles, arrow_filesystem, delete_path
+from jobs.lake import WRITTEN_FILES, TableFiles, arrow_filesystem
 from jobs.progress import StageLog
 from schemas import ids, sources
 from schemas.tables import CLIP_HINT
@@ -171,7 +171,7 @@ def ingest(
         elif sum(outcome["kept"]):
             added = _fold_clip_rows(ctx, fmt, f"{staging}/kept", batch, now)
     finally:
-        delete_path(ctx.spark, staging)
+        _remove(staging)
     return IngestCounts(
         input_rows=stats.total(), accepted=stats.total("accepted"), rejected=stats.total("rejected"),
         folded=stats.total("folded"), warnings=sum(outcome["warnings"]),
@@ -185,6 +185,15 @@ def bucket_count(spark: SparkSession, files: list[InputFile], bucket_mb: int) ->
     cores = spark.sparkContext.defaultParallelism
     by_size = -(-sum(f.size for f in files) // (bucket_mb * 2**20))
     return cores * max(1, -(-by_size // cores))
+
+
+def _remove(directory: str) -> None:
+    """Removes a staging folder (pass 1 and 2 write it with pyarrow, so pyarrow can remove it)."""
+    from pyarrow import fs
+
+    filesystem, root = arrow_filesystem(directory)
+    if filesystem.get_file_info(root).type != fs.FileType.NotFound:
+        filesystem.delete_dir(root)
 
 
 def _errors_recorded(lake, batch: str) -> bool:
@@ -268,7 +277,7 @@ def write_candidates(
         for path in sorted(broken):
             log.note(f"{path}: rows broken by a newline inside a quoted field; reading it again as one stream")
         streams |= broken
-        delete_path(ctx.spark, rows_dir)
+        _remove(rows_dir)
 
 
 def _stage(

@@ -36,6 +36,7 @@ WARNINGS = pa.list_(pa.string())
 WEBVID_DURATION = r"^PT\d\dH\d\dM\d\dS$"
 JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+NEEDS_ESCAPE = r'[\\"\x00-\x1f]'
 SHOWN_URL_CHARS = 200
 SHOWN_VALUE_CHARS = 120
 
@@ -297,43 +298,54 @@ def error_rows(
 
 def _row_numbers(rows: pa.Table, files: pa.Array, row_offsets: dict) -> pa.Array:
     blocks = rows["_block"].to_numpy()
-    names = files.to_numpy(zero_copy_only=False)
-    offsets = np.array([row_offsets[(f, b)] for f, b in zip(names, blocks, strict=True)], dtype=np.int64)
-    return pa.array(rows[POSITION].to_numpy() + offsets)
+    offsets = np.zeros(rows.num_rows, dtype=np.int64)
+    for file_name, at in _rows_by_file(files):
+        for block in np.unique(blocks[at]):
+            offsets[at[blocks[at] == block]] = row_offsets[(file_name, int(block))]
+    return pa.array(_plain(rows[POSITION]).to_numpy() + offsets)
+
+
+def _rows_by_file(files: pa.Array) -> list[tuple[str, np.ndarray]]:
+    encoded = pc.dictionary_encode(files)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    return [(name, np.flatnonzero(codes == code)) for code, name in enumerate(encoded.dictionary.to_pylist())]
 
 
 def raw_json(rows: pa.Table, files: pa.Array, file_columns: dict) -> pa.Array:
     """Each row as it was read: a corrupt record's text, else a JSON object of its file's columns."""
-    raw = np.full(rows.num_rows, None, dtype=object)
-    names = files.to_numpy(zero_copy_only=False)
-    for file_name in set(names):
-        at = np.flatnonzero(names == file_name)
-        raw[at] = _json_objects(rows.take(pa.array(at)), file_columns[file_name]).to_numpy(zero_copy_only=False)
-    corrupt = rows[CORRUPT_RECORD].to_numpy(zero_copy_only=False)
-    has_corrupt = pc.is_valid(rows[CORRUPT_RECORD]).to_numpy(zero_copy_only=False)
-    raw[has_corrupt] = corrupt[has_corrupt]
-    return pa.array(raw, pa.string())
+    by_file = _rows_by_file(files)
+    if not by_file:
+        return pa.array([], pa.string())
+    if len(by_file) == 1:  # one input file, the common case: no reordering
+        objects = _json_objects(rows, file_columns[by_file[0][0]])
+    else:
+        parts = [_json_objects(rows.take(pa.array(at)), file_columns[name]) for name, at in by_file]
+        back = np.argsort(np.concatenate([at for _, at in by_file]))
+        objects = pa.concat_arrays(parts).take(pa.array(back))
+    corrupt = _plain(rows[CORRUPT_RECORD])
+    return pc.if_else(pc.is_valid(corrupt), corrupt, objects) if corrupt.null_count < len(corrupt) else objects
 
 
 def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
-    """`{"column": "text" or null, ...}` per row, as json.dumps writes it (non-ASCII kept)."""
+    """`{"column": "text" or null, ...}` per row, as json.dumps writes it (non-ASCII kept). Columns
+    with nothing to escape, nearly all, are copied as they are."""
     import json
 
-    pieces = []
+    pieces, odd = [], np.zeros(rows.num_rows, dtype=bool)
     for i, name in enumerate(columns):
-        values = _plain(rows[SRC + name])
-        escaped = values
-        for plain, escape in JSON_ESCAPES:
-            escaped = pc.replace_substring(escaped, plain, escape)
+        escaped = _plain(rows[SRC + name])
+        if pc.any(pc.match_substring_regex(escaped, NEEDS_ESCAPE)).as_py():
+            for plain, escape in JSON_ESCAPES:
+                escaped = pc.replace_substring(escaped, plain, escape)
+            odd |= pc.fill_null(pc.match_substring_regex(escaped, OTHER_CONTROL), False).to_numpy(
+                zero_copy_only=False)
         quoted = pc.binary_join_element_wise('"', escaped, '"', "")
         key = ("{" if i == 0 else ",") + json.dumps(name) + ":"
         pieces += [pa.scalar(key), pc.fill_null(quoted, "null")]
     objects = pc.binary_join_element_wise(*pieces, "}", "")
-    odd = np.flatnonzero(pc.fill_null(pc.match_substring_regex(objects, OTHER_CONTROL), False).to_numpy(
-        zero_copy_only=False))
-    if not len(odd):
+    if not odd.any():
         return objects
     result = objects.to_numpy(zero_copy_only=False)
-    for i in odd:
+    for i in np.flatnonzero(odd):
         result[i] = json.dumps({name: rows[SRC + name][int(i)].as_py() for name in columns}, ensure_ascii=False)
     return pa.array(result, pa.string())

@@ -84,22 +84,33 @@ def _fields_differ(rows: pa.Table, first_row: pa.Array) -> pa.Array:
 
 def _first_of_key(rows: pa.Table) -> dict[str, pa.Array]:
     """Per row: whether it is the first (in file order) of the valid rows with its (video_id,
-    row_key), and that first row's index. Rejected rows are each their own first."""
+    row_key), and that first row's index. Rejected rows are each their own first.
+
+    Keys become integer codes (Arrow's hash-based dictionary encoding), so the work is a numpy
+    lexsort of integers rather than a sort of strings."""
     n = rows.num_rows
-    valid = pc.is_null(rows["reject"]).to_numpy(zero_copy_only=False)
-    valid_at = np.flatnonzero(valid)
-    keyed = rows.select(["video_id", "row_key", *ORDER]).take(valid_at)
-    order = pc.sort_indices(keyed, sort_keys=[(name, "ascending") for name in keyed.column_names]).to_numpy()
-    video_id = keyed["video_id"].take(order).to_numpy(zero_copy_only=False)
-    row_key = keyed["row_key"].take(order).to_numpy(zero_copy_only=False)
-    starts = np.ones(len(order), dtype=bool)
-    starts[1:] = (video_id[1:] != video_id[:-1]) | (row_key[1:] != row_key[:-1])
-    group_first = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
-    sorted_rows = valid_at[order]
+    valid_at = np.flatnonzero(pc.is_null(rows["reject"]).to_numpy(zero_copy_only=False))
+    keyed = rows.select(["video_id", "row_key", *ORDER]).take(pa.array(valid_at))
+    file_order = _codes(keyed["_file"], ranked=True)
+    in_file_order = np.lexsort((keyed["_pos"].to_numpy(), keyed["_block"].to_numpy(), file_order))
+    key = _codes(keyed["video_id"]) * (len(valid_at) + 1) + _codes(keyed["row_key"])
+    _, first_of_group, group = np.unique(key[in_file_order], return_index=True, return_inverse=True)
+    sorted_rows = valid_at[in_file_order]
     first_row = np.arange(n)
-    first_row[sorted_rows] = sorted_rows[group_first]
-    first_taken = pa.array(first_row)
-    return {"is_first": pa.array(first_row == np.arange(n)), "row": first_taken}
+    first_row[sorted_rows] = sorted_rows[first_of_group[group]]
+    return {"is_first": pa.array(first_row == np.arange(n)), "row": pa.array(first_row)}
+
+
+def _codes(values: pa.ChunkedArray, ranked: bool = False) -> np.ndarray:
+    """An int64 code per value, equal for equal values (null is its own value); with `ranked`, codes
+    follow the values' sort order."""
+    encoded = pc.dictionary_encode(values, null_encoding="encode").combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    if not ranked:
+        return codes
+    rank = np.empty(len(encoded.dictionary), dtype=np.int64)
+    rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
+    return rank[codes]
 
 
 def _lake_url(video_id: pa.ChunkedArray, lake_urls: pa.Table | None) -> pa.Array:
