@@ -57,13 +57,11 @@ from jobs.context import JobContext
 from jobs.lake import WRITTEN_FILES, TableFiles, arrow_filesystem
 from jobs.progress import StageLog
 from schemas import ids, sources
-from schemas.tables import CLIP_HINT
 from udfs import candidates as rules
 from udfs import csv_blocks, duplicates
 from udfs.errors import VidlakeError
 
 ORDER = duplicates.ORDER  # file order: files by path, then block, then position in the block
-HINTS = ArrayType(CLIP_HINT)
 EXTRA = MapType(StringType(), StringType())
 MULTILINE_MODES = ("auto", "always", "never")
 
@@ -290,7 +288,7 @@ def _stage(
     by_spark = [f for f in files if f not in arrow_csv]
     staged = Staged()
     if arrow_csv:
-        block_bytes = settings["block_mb"] * 2**20
+        block_bytes = max(1, int(settings["block_mb"] * 2**20))
         blocks = [b for f in arrow_csv for b in csv_blocks.plan_blocks(f.path, f.size, block_bytes, f.path in streams)]
         headers = {f.path: _csv_header(fmt, f.path) for f in arrow_csv}
         columns = {path: _source_columns(fmt, header, settings, path) for path, header in headers.items()}
@@ -301,7 +299,8 @@ def _stage(
         stager = RowStager(task, group.columns, f"g{number}")
         for row in _as_text_columns(group).mapInArrow(stager, STAGED).collect():
             staged.add(row.asDict())
-    csv_files = [f.path for f in files if _file_kind(fmt, f.path) == "csv" and f.path not in streams]
+    csv_files = [f.path for f in files if _file_kind(fmt, f.path) == "csv" and f.path not in streams
+                 and not f.path.endswith(".gz")]  # compressed files are read whole already
     return staged, {path: display_name(path) for path in csv_files}
 
 

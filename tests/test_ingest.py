@@ -290,6 +290,80 @@ def _env() -> dict:
 
 
 
+def test_csv_blocks_give_every_row_once_with_its_place():
+    from pyarrow import fs
+
+    from udfs import csv_blocks
+
+    path = FIXTURES / "webvid10m_nasty.csv"
+    header = ["videoid", "contentUrl", "duration", "page_dir", "name"]
+    local = fs.LocalFileSystem()
+    whole = csv_blocks.read_block(local, csv_blocks.plan_blocks(str(path), path.stat().st_size, 1 << 30, True)[0],
+                                  header)
+    lines = (FIXTURES / "webvid10m_nasty.csv").read_bytes()
+    clean = FIXTURES.parent / "webvid_clean_copy.csv"
+    try:
+        # The fixture without its rows that hold a newline inside quotes: blocks of 97 bytes then
+        # cut through rows anywhere, and every row must still come back once.
+        rows = [line for line in lines.split(b"\r\n") if line.count(b'"') % 2 == 0]
+        clean.write_bytes(b"\r\n".join(rows))
+        one = csv_blocks.read_block(local, csv_blocks.plan_blocks(str(clean), clean.stat().st_size, 1 << 30, False)[0],
+                                    header)
+        blocks = csv_blocks.plan_blocks(str(clean), clean.stat().st_size, 97, False)
+        parts = [csv_blocks.read_block(local, b, header) for b in blocks]
+    finally:
+        clean.unlink()
+    assert len(blocks) > 10
+    in_order = [r for part in parts for r in sorted(part.to_pylist(), key=lambda r: r["_pos"])]
+    assert [{**r, "_pos": None} for r in in_order] == [{**r, "_pos": None} for r in sorted(
+        one.to_pylist(), key=lambda r: r["_pos"])]
+    for part in parts:
+        assert sorted(part["_pos"].to_pylist()) == list(range(part.num_rows))
+    corrupt = whole.filter(pa.compute.is_valid(whole["_corrupt_record"]))
+    assert whole.num_rows == 17 and sorted(whole["_pos"].to_pylist()) == list(range(17))
+    assert corrupt["_pos"].to_pylist() == [12] and corrupt["_corrupt_record"][0].as_py().endswith("fields,extra")
+
+
+def test_rows_are_numbered_across_blocks_and_spark_read_files_agree(ctx, tmp_path, monkeypatch, capsys):
+    from jobs import ingest as job
+
+    rows = webvid_rows(range(300))
+    rows[40] = ("40", "", "PT00H00M10S", "p", "no url")
+    rows[41] = ("41", "https://cdn.example.com/v/41.mp4", "PT00H00M10S", "p", "a caption\nover two lines")
+    rows[250] = ("250", "https://cdn.example.com/v/250.mp4", "soon", "p", "clip 250")
+    rows[299] = ("3", "https://cdn.example.com/v/3.mp4", "PT00H00M10S", "p", "clip 3 again, other words")
+    source = write_webvid(tmp_path / "blocks.csv", rows)
+    ctx.cfg.set("ingest.block_mb", 0.002)  # blocks of 2 KB: about 10 rows each
+    ctx.cfg.set("ingest.csv_multiline", "never")  # the quoted newline stays inside one block here
+    summary = ingest(ctx, "webvid10m", source, capsys=capsys)
+    assert "300 input rows = 298 accepted + 1 rejected + 1 folded; 298 videos added" in summary
+    expected = {41: ("rejected", parse.EMPTY_URL), 251: ("warning", parse.UNPARSABLE_DURATION),
+                300: ("warning", parse.DUPLICATE_FOLDED)}
+    assert errors_by_row(ctx) == expected
+    assert table(ctx, "videos").set_index("source_video_id").loc["41", "caption"] == "a caption\nover two lines"
+
+    monkeypatch.setattr(job, "ARROW_SCHEMES", ())  # every file read by Spark, as on HDFS
+    ctx.cfg.set("ingest.csv_multiline", "auto")  # Spark's block reader breaks the quoted newline: read again
+    spark_read = write_webvid(tmp_path / "again.csv", rows)
+    summary = ingest(ctx, "webvid10m", spark_read, capsys=capsys)
+    assert "300 input rows = 298 accepted + 1 rejected + 1 folded; 0 videos added (298 rows already" in summary
+    errors = table(ctx, "ingest_errors")
+    again = errors[errors.input_file == str(spark_read)]
+    assert {r.row_number: (r.severity, r.reason.split(":")[0]) for r in again.itertuples()} == {
+        41: ("rejected", parse.EMPTY_URL)}
+    assert json.loads(again.iloc[0].raw) == {"videoid": "40", "contentUrl": None, "duration": "PT00H00M10S",
+                                             "page_dir": "p", "name": "no url"}
+
+
+def test_a_quoted_newline_across_a_block_edge_reads_the_file_again_whole(ctx, capsys):
+    ctx.cfg.set("ingest.block_mb", 0.0001)  # blocks of 104 bytes: the fixture's multi-line captions cross edges
+    summary = ingest(ctx, "webvid10m", FIXTURES / "webvid10m_nasty.csv", capsys=capsys)
+    assert "17 input rows = 7 accepted + 8 rejected + 2 folded; 7 videos added" in summary
+    assert table(ctx, "videos").set_index("source_video_id").loc["1004", "caption"].splitlines() == [
+        "First line of the caption", "second line, with a comma"]
+    assert errors_by_row(ctx)[13] == ("rejected", parse.MALFORMED_ROW)
+
+
 def test_duplicates_are_decided_in_file_order_whatever_order_a_bucket_holds_them():
     from udfs import duplicates
 
@@ -317,5 +391,5 @@ def test_duplicates_are_decided_in_file_order_whatever_order_a_bucket_holds_them
     assert got[5]["differs"] and not got[6]["differs"]
     assert got[3]["in_lake"] and not got[1]["in_lake"]
     warned_at, texts = duplicates.warnings(classified, np.array([2]), pa.array([["field warning"]]))
-    assert [(classified["_pos"][int(i)].as_py(), t) for i, t in zip(warned_at, texts.to_pylist())] == [
+    assert [(classified["_pos"][int(i)].as_py(), t) for i, t in zip(warned_at, texts.to_pylist(), strict=True)] == [
         (5, duplicates.FOLDED_WARNING), (1, "field warning")]

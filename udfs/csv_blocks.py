@@ -63,6 +63,8 @@ def read_block(filesystem, block: CsvBlock, columns: list[str]) -> pa.Table:
     try:
         return _parse(data, block, columns)
     except pa.ArrowInvalid as err:
+        if "Empty CSV file" in str(err):  # a block with no row starting in it, or a header alone
+            return _no_rows(columns)
         if "UTF8" not in str(err).upper():
             raise
         # Invalid UTF-8 becomes U+FFFD, as Spark's reader does, rather than failing the file.
@@ -99,6 +101,11 @@ def _parse(data: bytes, block: CsvBlock, columns: list[str]) -> pa.Table:
     records[CORRUPT_RECORD] = pa.array([row.text for row in corrupt], pa.string())
     records[POSITION] = pa.array(corrupt_at)
     return pa.concat_tables([rows, pa.table(records, schema=rows.schema)])
+
+
+def _no_rows(columns: list[str]) -> pa.Table:
+    schema = pa.schema([(c, pa.string()) for c in (*columns, CORRUPT_RECORD)] + [(POSITION, pa.int64())])
+    return schema.empty_table()
 
 
 def _open(filesystem, path: str, stream: bool):
