@@ -154,6 +154,8 @@ def ingest(
     buckets = bucket_count(ctx.spark, files, settings["bucket_mb"])
     try:
         staged = write_candidates(ctx, fmt, files, settings, f"{staging}/rows", buckets, log)
+        log.note(f"pass 1: {staged.total_rows()} rows from {len(staged.blocks)} blocks staged in {buckets} buckets "
+                 f"({log.elapsed():.1f} s)")
         lake_urls = _write_lake_urls(ctx.lake, fmt, f"{staging}/lake", buckets)
         errors_files = None if _errors_recorded(ctx.lake, batch) else ctx.lake.table_files("ingest_errors")
         videos_files = ctx.lake.table_files("videos") if fmt.rows_per_video == "one" else None
@@ -161,6 +163,8 @@ def ingest(
                           staged.row_offsets(), staged.columns)
         outcome = run_buckets(ctx.spark, task, buckets)
         stats = BlockStats(outcome["block"])
+        log.note(f"pass 2: {stats.total('accepted', in_lake=False)} new rows, {sum(outcome['warnings'])} warnings "
+                 f"({log.elapsed():.1f} s)")
         if errors_files is not None:
             ctx.lake.commit_files("ingest_errors", errors_files, outcome["error_file"])
         added = stats.total("accepted", in_lake=False)
@@ -243,6 +247,9 @@ class Staged:
         rows, first_pos, malformed = self.blocks.get(key, (0, report["first_pos"], 0))
         self.blocks[key] = (rows + report["rows"], min(first_pos, report["first_pos"]), malformed + report["malformed"])
         self.columns[report["_file"]] = json.loads(report["columns"])
+
+    def total_rows(self) -> int:
+        return sum(rows for rows, _, _ in self.blocks.values())
 
     def malformed_files(self) -> set[str]:
         return {file for (file, _), (_, _, malformed) in self.blocks.items() if malformed}

@@ -12,6 +12,10 @@ class StageLog:
         self.stage = stage
         self.started = time.monotonic()
 
+    def elapsed(self) -> float:
+        """Seconds since the stage started."""
+        return time.monotonic() - self.started
+
     def note(self, message: str) -> None:
         print(f"[vidlake] {self.stage}: {message}", file=sys.stderr, flush=True)
 
