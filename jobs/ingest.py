@@ -344,15 +344,14 @@ class BlockReader:
     columns: dict
 
     def __call__(self, block_ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for ids_batch in block_ids:
-            for index in ids_batch.column(0).to_pylist():
-                block = self.blocks[index]
-                filesystem, path = arrow_filesystem(block.path)
-                located = csv_blocks.CsvBlock(path, block.start, block.end, block.stream)
-                rows = csv_blocks.read_block(filesystem, located, self.headers[block.path])
-                report = self.task.stage(rows, display_name(block.path), block.start, self.columns[block.path],
-                                         f"b{index:06d}")
-                yield pa.RecordBatch.from_pylist([report], schema=to_arrow_schema(STAGED))
+        for index in _range_ids(block_ids):
+            block = self.blocks[index]
+            filesystem, path = arrow_filesystem(block.path)
+            located = csv_blocks.CsvBlock(path, block.start, block.end, block.stream)
+            rows = csv_blocks.read_block(filesystem, located, self.headers[block.path])
+            report = self.task.stage(rows, display_name(block.path), block.start, self.columns[block.path],
+                                     f"b{index:06d}")
+            yield pa.RecordBatch.from_pylist([report], schema=to_arrow_schema(STAGED))
 
 
 @dataclass(frozen=True)
@@ -385,6 +384,12 @@ class RowStager:
                 file_name = _spark_file_name(uri)
                 reports.append(self.task.stage(part, file_name, block, self.columns, f"{name}-{number}-{block}"))
         yield pa.RecordBatch.from_pylist(reports, schema=to_arrow_schema(STAGED))
+
+
+def _range_ids(batches: Iterator[pa.RecordBatch]) -> Iterator[int]:
+    """The ids of `spark.range(n, numPartitions=n)` a task got: the blocks or buckets it works on."""
+    for batch in batches:
+        yield from batch.column(0).to_pylist()
 
 
 def _write_buckets(rows: pa.Table, bucket: np.ndarray, rows_dir: str, name: str) -> None:
@@ -620,9 +625,8 @@ class BucketTask:
     file_columns: dict
 
     def __call__(self, bucket_ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for ids_batch in bucket_ids:
-            for bucket in ids_batch.column(0).to_pylist():
-                yield from self.run(bucket)
+        for bucket in _range_ids(bucket_ids):
+            yield from self.run(bucket)
 
     def run(self, bucket: int) -> Iterator[pa.RecordBatch]:
         rows = _read_staged(f"{self.staging}/rows", bucket)
