@@ -324,8 +324,8 @@ def test_decoder_refuses_a_file_without_video(tmp_path):
             list(decoder.batches())
 
 
-def _frames(path, spec: FrameSpec, count: int) -> np.ndarray:
-    with VideoDecoder(path, {"small": spec}) as decoder:
+def _frames(path, spec: FrameSpec, count: int, batch_frames: int = 64) -> np.ndarray:
+    with VideoDecoder(path, {"small": spec}, batch_frames=batch_frames) as decoder:
         return np.concatenate([batch.frames["small"] for batch in decoder.batches()])[:count]
 
 
@@ -336,6 +336,7 @@ def test_subsampled_frames_are_every_kth_pixel_and_look_like_scaled_ones(tmp_pat
     assert spec.size_for(640, 360) == (320, 180) and spec.size_for(1920, 1080) == (274, 154)
     assert FrameSpec(256, upscale=False, subsample=True).size_for(176, 144) == (176, 144)
     sampled = _frames(path, spec, 16)
+    assert np.array_equal(_frames(path, spec, 16, batch_frames=5), sampled)  # full batches and a short one alike
     scaled = _frames(path, FrameSpec(320, 180, "bgr24"), 16)
     assert sampled.shape == scaled.shape == (16, 180, 320, 3)
     with av.open(str(path)) as container:
@@ -368,13 +369,19 @@ def test_opencv_frame_scores_are_pyscenedetects_own(kind, synthetic):
 
     frames = _frames(synthetic[0], FrameSpec(256, upscale=False, subsample=True), 1000)
     ours, theirs = cheap_content_detectors()[kind](), {"content": ContentDetector, "adaptive": AdaptiveDetector}[kind]()
-    our_cuts, their_cuts = [], []
-    for index, frame in enumerate(frames):
-        timecode = FrameTimecode(index, fps=Fraction(25))
+    batched, batch_scorer = cheap_content_detectors()[kind](), cheap_content_detectors()[kind]()
+    timecodes = [FrameTimecode(index, fps=Fraction(25)) for index in range(len(frames))]
+    our_cuts, their_cuts, their_scores, batched_cuts, batch_scores = [], [], [], [], []
+    for index, (timecode, frame) in enumerate(zip(timecodes, frames, strict=True)):
         our_cuts += ours.process_frame(timecode, frame)
         their_cuts += theirs.process_frame(timecode, frame)
         assert ours._frame_score == theirs._frame_score, index
-    assert our_cuts == their_cuts and len(our_cuts) >= 4
+        their_scores.append(theirs._frame_score)
+    for start in range(0, len(frames), 37):  # batches of 37 and a last short one, as the decoder hands them
+        batched_cuts += batched.process_frames(timecodes[start : start + 37], frames[start : start + 37])
+        batch_scores += batch_scorer._hsv_scores(frames[start : start + 37])
+    assert batch_scores == their_scores
+    assert our_cuts == their_cuts == batched_cuts and len(our_cuts) >= 4
 
 
 def test_decoding_threads_default_to_the_cores_the_task_may_use():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -58,7 +58,8 @@ class SceneDetectCuts(CutDetector):
     The detector objects get BGR frames about `width` pixels wide (PySceneDetect's own default
     downscales to about 256; `subsample` takes every k-th decoded pixel, see FrameSpec) through
     their `process_frame`, so PySceneDetect never decodes. Content and adaptive detection score
-    frames with OpenCV (`cheap_content_detectors`): the same scores, at a third of the cost.
+    each batch of frames with OpenCV (`cheap_content_detectors`): the same scores, at a fraction
+    of the cost.
     """
 
     SPEC_NAME = "scenedetect"
@@ -88,9 +89,12 @@ class SceneDetectCuts(CutDetector):
         from scenedetect import FrameTimecode
 
         frames = batch.frames[self.SPEC_NAME]
-        for offset, frame in enumerate(frames):
-            timecode = FrameTimecode(batch.first_index + offset, fps=self._fps)
-            self._cuts.extend(cut.frame_num for cut in self._detector.process_frame(timecode, frame))
+        timecodes = [FrameTimecode(batch.first_index + offset, fps=self._fps) for offset in range(len(frames))]
+        if hasattr(self._detector, "process_frames"):
+            found = self._detector.process_frames(timecodes, frames)
+        else:
+            found = frame_by_frame(self._detector, timecodes, frames)
+        self._cuts.extend(cut.frame_num for cut in found)
 
     def finish(self, num_frames: int) -> list[int]:
         from scenedetect import FrameTimecode
@@ -100,30 +104,66 @@ class SceneDetectCuts(CutDetector):
         return sorted({cut for cut in self._cuts if 0 < cut < num_frames})
 
 
+def frame_by_frame(detector, timecodes: Sequence, frames: np.ndarray) -> list:
+    """The cuts a PySceneDetect detector finds in consecutive frames, fed to it one at a time."""
+    pairs = zip(timecodes, frames, strict=True)
+    return [cut for timecode, frame in pairs for cut in detector.process_frame(timecode, frame)]
+
+
 @functools.cache
 def cheap_content_detectors() -> dict[str, type]:
-    """PySceneDetect's ContentDetector and AdaptiveDetector, scoring frames with OpenCV.
+    """PySceneDetect's ContentDetector and AdaptiveDetector, scoring frames with OpenCV, a batch at a time.
 
     ContentDetector's frame score is the weighted mean absolute difference of the hue, saturation
     and value planes of consecutive frames; it computes each with three int32 copies in numpy.
     `cv2.absdiff` and `cv2.sumElems` of the whole HSV image give the same integer sums, so the
-    same scores, at a third of the cost. Edge scoring and stats managers keep PySceneDetect's code.
+    same scores, at a third of the cost. `process_frames` converts a whole batch of consecutive
+    frames to HSV and takes their differences in one OpenCV call each, then hands the scores to
+    PySceneDetect's own per-frame logic (thresholds, flash filter, adaptive window) frame by frame.
+    Edge scoring and stats managers keep PySceneDetect's code.
     """
     import cv2
     from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
     class CheapScore:
         _last_hsv: np.ndarray | None = None
+        _batch_scores: Iterator[float] | None = None
 
-        def _calculate_frame_score(self, timecode, frame_img: np.ndarray) -> float:
-            if self._weights.delta_edges > 0.0 or self.stats_manager is not None:
+        def process_frames(self, timecodes: Sequence, frames: np.ndarray) -> list:
+            """`process_frame` for each of consecutive BGR frames (n, height, width, 3): the cuts found."""
+            if not self._cheap():
+                return frame_by_frame(self, timecodes, frames)
+            self._batch_scores = iter(self._hsv_scores(frames))
+            try:
+                return [cut for timecode in timecodes for cut in self.process_frame(timecode, None)]
+            finally:
+                self._batch_scores = None
+
+        def _calculate_frame_score(self, timecode, frame_img: np.ndarray | None) -> float:
+            if self._batch_scores is not None:
+                return next(self._batch_scores)
+            if not self._cheap():
                 return super()._calculate_frame_score(timecode, frame_img)
-            hsv = cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV)
-            last, self._last_hsv = self._last_hsv, hsv
-            if last is None:
-                return 0.0
-            pixels = float(hsv.shape[0] * hsv.shape[1])
-            deltas = [total / pixels for total in cv2.sumElems(cv2.absdiff(hsv, last))[:3]]
+            return self._hsv_scores(frame_img[np.newaxis])[0]
+
+        def _cheap(self) -> bool:
+            return self._weights.delta_edges <= 0.0 and self.stats_manager is None
+
+        def _hsv_scores(self, frames: np.ndarray) -> list[float]:
+            """The scores of consecutive frames, each against the one before (0.0 for a video's first)."""
+            count, height, width = frames.shape[:3]
+            hsv = cv2.cvtColor(frames.reshape(count * height, width, 3), cv2.COLOR_BGR2HSV)
+            last, self._last_hsv = self._last_hsv, hsv[(count - 1) * height :]
+            scores = [0.0 if last is None else self._score(cv2.absdiff(hsv[:height], last))]
+            if count > 1:
+                diffs = cv2.absdiff(hsv[height:], hsv[:-height])
+                scores += [self._score(diffs[i * height : (i + 1) * height]) for i in range(count - 1)]
+            return scores
+
+        def _score(self, diff: np.ndarray) -> float:
+            """The weighted mean of one frame's absolute HSV differences, as ContentDetector weighs them."""
+            pixels = float(diff.shape[0] * diff.shape[1])
+            deltas = [total / pixels for total in cv2.sumElems(diff)[:3]]
             weighted = sum(delta * weight for delta, weight in zip(deltas, self._weights[:3], strict=True))
             return weighted / sum(abs(weight) for weight in self._weights)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -57,11 +58,15 @@ def detect_cuts(path: str | Path, detectors: Sequence[CutDetector], decode_conf:
     for detector in detectors:
         specs.update(detector.frame_specs())
     cores = task_cores()
+    threads = int(decode_conf["threads"]) or cores
+    # OpenCV converts whole batches, which it splits over its threads: by default every CPU of the
+    # machine, not the task's, so N one-core tasks would each run N threads.
+    cv2.setNumThreads(threads)
     decoder = VideoDecoder(
         path,
         specs,
         batch_frames=int(decode_conf["batch_frames"]),
-        threads=int(decode_conf["threads"]) or cores,
+        threads=threads,
         interpolation=str(decode_conf["interpolation"]),
         skip_loop_filter=bool(decode_conf["skip_loop_filter"]),
     )
