@@ -80,7 +80,10 @@ def candidates(
 def text(values) -> pa.Array:
     """A text field, trimmed; null where blank."""
     trimmed = pc.utf8_trim_whitespace(values)
-    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    blank = pc.equal(trimmed, "")
+    if not pc.any(blank).as_py():  # most columns: no copy of the strings to null a blank
+        return trimmed
+    return pc.if_else(blank, pa.scalar(None, pa.string()), trimmed)
 
 
 def _keys(fmt: SourceFormat, field, columns: list[str], settings: dict, file_name: str) -> dict[str, pa.Array]:
