@@ -300,19 +300,19 @@ class _SubsampledFrames(_Filler):
         flat = self._image.reshape(-1)
         self._luma = flat[: capacity * height * width].reshape(capacity, height, width)
         self._chroma = flat[capacity * height * width :].reshape(2, capacity, height // 2, width // 2)
+        step_x, step_y = self.steps
+        self._luma_pixels = np.s_[: height * step_y : step_y, : width * step_x : step_x]
+        self._chroma_pixels = np.s_[: height // 2 * step_y : step_y, : width // 2 * step_x : step_x]
 
     def put(self, slot: int, frame: av.VideoFrame) -> None:
-        (width, height), (step_x, step_y) = self.size, self.steps
         if frame.format.name != "yuv420p" or (frame.width, frame.height) != self.video_size:
             self._put_scaled(slot, frame)
             return
         planes = frame.planes
-        self._luma[slot] = _plane(planes[0])[: height * step_y : step_y, : width * step_x : step_x]
-        if self._code is None:
-            return
-        for index in (0, 1):
-            chroma = _plane(planes[index + 1])
-            self._chroma[index, slot] = chroma[: height // 2 * step_y : step_y, : width // 2 * step_x : step_x]
+        self._luma[slot] = _rows(planes[0])[self._luma_pixels]
+        if self._code is not None:
+            self._chroma[0, slot] = _rows(planes[1])[self._chroma_pixels]
+            self._chroma[1, slot] = _rows(planes[2])[self._chroma_pixels]
 
     def _put_scaled(self, slot: int, frame: av.VideoFrame) -> None:
         width, height = self.size
@@ -333,10 +333,9 @@ class _SubsampledFrames(_Filler):
         return cv2.cvtColor(image, self._code).reshape(count, height, width, 3)
 
 
-def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
-    """A view of one plane of a decoded frame, without its row padding."""
-    rows = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
-    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+def _rows(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A view of one plane of a decoded frame, one row per line (padding included)."""
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
 
 
 def probe_info(path: str | Path) -> VideoInfo:
