@@ -126,8 +126,11 @@ def cheap_content_detectors() -> dict[str, type]:
     from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
     class CheapScore:
-        _last_hsv: np.ndarray | None = None
-        _batch_scores: Iterator[float] | None = None
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._last_hsv: np.ndarray | None = None
+            self._batch_scores: Iterator[float] | None = None
+            self._scratch_buffers: dict[str, np.ndarray] = {}
 
         def process_frames(self, timecodes: Sequence, frames: np.ndarray) -> list:
             """`process_frame` for each of consecutive BGR frames (n, height, width, 3): the cuts found."""
@@ -152,13 +155,23 @@ def cheap_content_detectors() -> dict[str, type]:
         def _hsv_scores(self, frames: np.ndarray) -> list[float]:
             """The scores of consecutive frames, each against the one before (0.0 for a video's first)."""
             count, height, width = frames.shape[:3]
-            hsv = cv2.cvtColor(frames.reshape(count * height, width, 3), cv2.COLOR_BGR2HSV)
-            last, self._last_hsv = self._last_hsv, hsv[(count - 1) * height :]
+            hsv = self._scratch("hsv", count * height, width)
+            cv2.cvtColor(frames.reshape(count * height, width, 3), cv2.COLOR_BGR2HSV, dst=hsv)
+            last, self._last_hsv = self._last_hsv, hsv[(count - 1) * height :].copy()
             scores = [0.0 if last is None else self._score(cv2.absdiff(hsv[:height], last))]
             if count > 1:
-                diffs = cv2.absdiff(hsv[height:], hsv[:-height])
+                diffs = self._scratch("diffs", (count - 1) * height, width)
+                cv2.absdiff(hsv[height:], hsv[:-height], dst=diffs)
                 scores += [self._score(diffs[i * height : (i + 1) * height]) for i in range(count - 1)]
             return scores
+
+        def _scratch(self, name: str, rows: int, width: int) -> np.ndarray:
+            """A (rows, width, 3) array reused batch after batch: a new one of several MB per batch
+            costs more in page faults than the conversion writing it."""
+            buffer = self._scratch_buffers.get(name)
+            if buffer is None or len(buffer) < rows or buffer.shape[1] != width:
+                buffer = self._scratch_buffers[name] = np.empty((rows, width, 3), np.uint8)
+            return buffer[:rows]
 
         def _score(self, diff: np.ndarray) -> float:
             """The weighted mean of one frame's absolute HSV differences, as ContentDetector weighs them."""
