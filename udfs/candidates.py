@@ -282,7 +282,8 @@ def error_rows(
     to get its 1-based row in the file; `file_columns` names each file's columns (what `raw` shows)."""
     rejected = np.flatnonzero(pc.equal(classified["status"], "rejected").to_numpy(zero_copy_only=False))
     at = np.concatenate([rejected, warned_at]).astype(np.int64)
-    rows = classified.take(pa.array(at))
+    shown = [*ORDER, "video_id", CORRUPT_RECORD, *[c for c in classified.column_names if c.startswith(SRC)]]
+    rows = classified.select(shown).take(pa.array(at))
     reasons = pa.concat_arrays([_plain(pc.take(classified["reason"], pa.array(rejected))), _plain(warnings)])
     warning = pa.array(np.arange(len(at)) >= len(rejected))
     files = _plain(rows["_file"])
