@@ -221,13 +221,18 @@ def _delayed(data: bytes, delay_s: float):
     return respond
 
 
+def _slow_videos(server: LoopbackServer, spark, lake, count: int, delay_s: float) -> list[dict]:
+    """`count` videos in the lake whose URLs the server answers with a real video after `delay_s`."""
+    server.routes["/v/"] = _delayed(packaged_video("carphone_pristine").read_bytes(), delay_s)
+    rows = [video_row("webvid10m", str(i), server.url(f"/v/{i}.mp4")) for i in range(count)]
+    lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+    return rows
+
+
 def test_a_batch_of_slow_downloads_commits_every_commit_every_s_and_finishes_in_rounds(spark, cfg, lake):
-    carphone = packaged_video("carphone_pristine").read_bytes()
     count = 6
     with LoopbackServer() as server:
-        server.routes["/v/"] = _delayed(carphone, 0.6)
-        rows = [video_row("webvid10m", str(i), server.url(f"/v/{i}.mp4")) for i in range(count)]
-        lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+        rows = _slow_videos(server, spark, lake, count, delay_s=0.6)
         # One batch of 6 downloads in one task, two at a time, 0.6 s each: the third pair would start after
         # the 1 s bound.
         test_settings(cfg, commit_every=100, commit_every_s=1.0, concurrency=2, partitions_per_batch=1)
@@ -253,12 +258,9 @@ def _kill_group(job: subprocess.Popen) -> None:
 
 
 def test_a_job_killed_after_its_first_commit_resumes_without_duplicates(spark, cfg, lake, tmp_path):
-    bikes = packaged_video("carphone_pristine").read_bytes()
     count = 12
     with LoopbackServer() as server:
-        server.routes["/v/"] = _delayed(bikes, 0.3)
-        rows = [video_row("webvid10m", str(i), server.url(f"/v/{i}.mp4")) for i in range(count)]
-        lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+        rows = _slow_videos(server, spark, lake, count, delay_s=0.3)
         overrides = ["download.allow_hosts=[127.0.0.1]", "download.commit_every=3", "download.concurrency=2",
                      "spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions='2'"]
         command = [sys.executable, str(ROOT / "jobs" / "download.py"), "--lake", lake.root]
@@ -278,7 +280,7 @@ def test_a_job_killed_after_its_first_commit_resumes_without_duplicates(spark, c
         committed = {r.video_id for r in lake.read("video_files").collect()}
         assert 0 < len(committed) < count  # killed with work left
         parts = Path(lake.root) / "blobs" / ".parts"
-        (parts / f"{rows[-1]['video_id']}.{'0' * 32}.part").write_bytes(bikes[:1000])  # one body cut short
+        (parts / f"{rows[-1]['video_id']}.{'0' * 32}.part").write_bytes(b"\x00" * 1000)  # one body cut short
         hour_ago = time.time() - 3601
         for part in parts.iterdir():  # the re-run comes an hour after the kill
             os.utime(part, (hour_ago, hour_ago))
