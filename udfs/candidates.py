@@ -37,7 +37,6 @@ WEBVID_DURATION = r"^PT\d\dH\d\dM\d\dS$"
 JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 NEEDS_ESCAPE = r'[\\"\x00-\x1f]'
-SHOWN_URL_CHARS = 200
 SHOWN_VALUE_CHARS = 120
 
 

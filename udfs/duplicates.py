@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from udfs import sources as parse
+from udfs.candidates import SRC
 
 ORDER = ("_file", "_block", "_pos")
-SOURCE_PREFIX = "src."  # the source columns (udfs/candidates.SRC)
 NULL_TEXT = "\u0000"  # stands for a null field when fields are compared
 FOLDED_WARNING = (
     f"{parse.DUPLICATE_FOLDED}: the first row with this id and url is kept, this row's other fields dropped"
@@ -76,7 +76,7 @@ def _fields_differ(rows: pa.Table, first_row: pa.Array) -> pa.Array:
     """Whether a row's source fields differ from those of the row `first_row` names (nulls equal)."""
     differ = pa.repeat(pa.scalar(False), rows.num_rows)
     for name in rows.column_names:
-        if name.startswith(SOURCE_PREFIX):
+        if name.startswith(SRC):
             values = pc.fill_null(rows[name], NULL_TEXT)
             differ = pc.or_(differ, pc.not_equal(values, values.take(first_row)))
     return differ
