@@ -54,8 +54,8 @@ def candidates(
     buckets_of = np.where(no_id.to_numpy(zero_copy_only=False), rows[POSITION].to_numpy() % buckets, buckets_of)
     empty_id = f"{parse.EMPTY_ID}: {fmt.video_id_column or 'its id or url column'} is empty"
     reject = pc.coalesce(
-        _where(malformed, f"{parse.MALFORMED_ROW}: its fields do not match the header", n),
-        _where(no_id, empty_id, n),
+        when(malformed, pa.scalar(f"{parse.MALFORMED_ROW}: its fields do not match the header")),
+        when(no_id, pa.scalar(empty_id)),
         url_problems(keys["url"], settings["allow_local_paths"]),
     )
     table = pa.table({
@@ -154,8 +154,9 @@ def url_problems(urls: pa.Array, allow_local_paths: bool) -> pa.Array:
     return pa.array(problems, pa.string())
 
 
-def _where(condition: pa.Array, reason: str, n: int) -> pa.Array:
-    return pc.if_else(condition, pa.scalar(reason), pa.nulls(n, pa.string()))
+def when(condition: pa.Array, value: pa.Array | pa.Scalar) -> pa.Array:
+    """`value` where `condition` holds, else null."""
+    return pc.if_else(condition, value, pa.scalar(None, value.type))
 
 
 # --- pass 2: video fields ----------------------------------------------------------------------------

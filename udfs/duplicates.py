@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from udfs import sources as parse
-from udfs.candidates import SRC
+from udfs.candidates import SRC, when
 
 ORDER = ("_file", "_block", "_pos")
 NULL_TEXT = "\u0000"  # stands for a null field when fields are compared
@@ -39,15 +39,15 @@ def classify(rows: pa.Table, lake_urls: pa.Table | None) -> pa.Table:
     lake_conflict = pc.and_(pc.is_valid(lake_url), pc.not_equal(lake_url, rows["url"]))
     reason = pc.coalesce(
         rows["reject"],
-        _when(conflict, _prefixed(f"{parse.CONFLICTING_DUPLICATE}: the first row with this id has ", first_url)),
-        _when(lake_conflict, _prefixed(f"{parse.CONFLICTS_WITH_LAKE}: ", lake_url)),
+        when(conflict, _prefixed(f"{parse.CONFLICTING_DUPLICATE}: the first row with this id has ", first_url)),
+        when(lake_conflict, _prefixed(f"{parse.CONFLICTS_WITH_LAKE}: ", lake_url)),
     )
     rejected = pc.is_valid(reason)
     status = pc.if_else(rejected, "rejected", pc.if_else(later, "folded", "accepted"))
     differs = pc.and_(pc.and_(pc.invert(rejected), later), _fields_differ(rows, first["row"]))
     return (
         rows.set_column(
-            rows.schema.get_field_index("video_id"), "video_id", _when(pc.invert(rejected), rows["video_id"])
+            rows.schema.get_field_index("video_id"), "video_id", when(pc.invert(rejected), rows["video_id"])
         )
         .append_column("status", status)
         .append_column("reason", reason)
@@ -118,10 +118,6 @@ def _lake_url(video_id: pa.ChunkedArray, lake_urls: pa.Table | None) -> pa.Array
         return pa.nulls(len(video_id), pa.string())
     at = pc.index_in(video_id, value_set=lake_urls["video_id"].combine_chunks())
     return lake_urls["url"].combine_chunks().take(at)
-
-
-def _when(condition: pa.Array, value: pa.Array) -> pa.Array:
-    return pc.if_else(condition, value, pa.scalar(None, value.type))
 
 
 def _prefixed(prefix: str, url: pa.Array) -> pa.Array:
