@@ -36,7 +36,6 @@ WARNINGS = pa.list_(pa.string())
 WEBVID_DURATION = r"^PT\d\dH\d\dM\d\dS$"
 JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-NEEDS_ESCAPE = r'[\\"\x00-\x1f]'
 SHOWN_VALUE_CHARS = 120
 
 
@@ -86,7 +85,9 @@ def text(values) -> pa.Array:
 
 
 def _keys(fmt: SourceFormat, field, columns: list[str], settings: dict, file_name: str) -> dict[str, pa.Array]:
-    """source_video_id, row_key (the unit of duplicate detection) and url of a format's rows."""
+    """source_video_id, row_key and url of a format's rows. Rows with the same video id and row_key
+    are duplicates; row_key is null where a row is the whole video (WebVid, Panda-70M, generic), so
+    the id alone decides and no copy of it is staged."""
     if fmt.name == "generic":
         return _generic_keys(field, columns, settings["generic"], file_name)
     video_id = text(field(fmt.video_id_column))
@@ -102,7 +103,8 @@ def _keys(fmt: SourceFormat, field, columns: list[str], settings: dict, file_nam
         return {"source_video_id": video_id, "row_key": pc.binary_join_element_wise(video_id, frame_idx, ID_SEPARATOR),
                 "url": url}
     url_column = {"webvid10m": "contentUrl", "panda70m": "url"}[fmt.name]
-    return {"source_video_id": video_id, "row_key": video_id, "url": text(field(url_column))}
+    return {"source_video_id": video_id, "row_key": pa.nulls(len(video_id), pa.string()),
+            "url": text(field(url_column))}
 
 
 def check_generic_mapping(mapping: dict, columns: list[str], file_name: str) -> None:
@@ -128,7 +130,7 @@ def _generic_keys(field, columns: list[str], mapping: dict, file_name: str) -> d
         locations.append(resolved(text(field(mapping["path"])), mapping["data_root"], file_name))
     location = pc.coalesce(*locations) if len(locations) > 1 else locations[0]
     identity = text(field(mapping["id"])) if mapping.get("id") else location
-    return {"source_video_id": identity, "row_key": identity, "url": location}
+    return {"source_video_id": identity, "row_key": pa.nulls(len(identity), pa.string()), "url": location}
 
 
 def resolved(path: pa.Array, data_root: str | None, file_name: str) -> pa.Array:
@@ -266,6 +268,18 @@ def _plain(values) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
+def _json_special_chars(values: pa.Array) -> set[str]:
+    """The characters JSON escapes (quote, backslash, controls) that occur in a string array: one
+    numpy scan of its UTF-8 bytes (a multi-byte character has no byte below 0x80)."""
+    if len(values) == 0 or values.buffers()[2] is None:
+        return set()
+    width = np.int64 if pa.types.is_large_string(values.type) else np.int32
+    offsets = np.frombuffer(values.buffers()[1], dtype=width)[values.offset: values.offset + len(values) + 1]
+    text = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+    special = text[(text < 0x20) | (text == ord('"')) | (text == ord("\\"))]
+    return {chr(b) for b in np.unique(special)}
+
+
 def _src_columns(rows: pa.Table) -> dict[str, pa.Array]:
     return {name[len(SRC):]: _plain(rows[name]) for name in rows.column_names if name.startswith(SRC)}
 
@@ -331,16 +345,18 @@ def raw_json(rows: pa.Table, files: pa.Array, file_columns: dict) -> pa.Array:
 
 
 def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
-    """`{"column": "text" or null, ...}` per row, as json.dumps writes it (non-ASCII kept). Columns
-    with nothing to escape, nearly all, are copied as they are."""
+    """`{"column": "text" or null, ...}` per row, as json.dumps writes it (non-ASCII kept). A column
+    is searched only for the special characters it holds; most hold none and are copied as they are."""
     import json
 
     pieces, odd = [], np.zeros(rows.num_rows, dtype=bool)
     for i, name in enumerate(columns):
         escaped = _plain(rows[SRC + name])
-        if pc.any(pc.match_substring_regex(escaped, NEEDS_ESCAPE)).as_py():
-            for plain, escape in JSON_ESCAPES:
+        present = _json_special_chars(escaped)
+        for plain, escape in JSON_ESCAPES:
+            if plain in present:
                 escaped = pc.replace_substring(escaped, plain, escape)
+        if present - {escape[0] for escape in JSON_ESCAPES}:
             odd |= pc.fill_null(pc.match_substring_regex(escaped, OTHER_CONTROL), False).to_numpy(
                 zero_copy_only=False)
         quoted = pc.binary_join_element_wise('"', escaped, '"', "")
