@@ -436,6 +436,7 @@ class TableFiles:
         self.partition_by = list(contract.partition_by)
         fields = [f for f in contract.schema.fields if f.name not in self.partition_by]
         self.file_schema = pa.schema([f.with_nullable(True) for f in _arrow_schema(StructType(fields))])
+        self.dictionary_columns = _dictionary_columns(self.file_schema, contract.distinct)
         self.max_rows_per_file = max_rows_per_file
 
     def write(self, batches: Iterable[pa.RecordBatch]) -> list[dict]:
@@ -455,7 +456,8 @@ class TableFiles:
             directory = "/".join(f"{quote(k)}={_escape_partition_value(v)}" for k, v in key)
             relative = (f"{directory}/" if directory else "") + f"part-{uuid.uuid4().hex}.snappy.parquet"
             filesystem.create_dir(f"{root}/{relative}".rsplit("/", 1)[0], recursive=True)
-            writer = pq.ParquetWriter(f"{root}/{relative}", self.file_schema, filesystem=filesystem)
+            writer = pq.ParquetWriter(f"{root}/{relative}", self.file_schema, filesystem=filesystem,
+                                      use_dictionary=self.dictionary_columns)
             open_files[key] = [writer, relative, 0]
             return open_files[key]
 
@@ -473,6 +475,20 @@ class TableFiles:
         for key in list(open_files):
             close(key)
         return finished
+
+
+def _dictionary_columns(schema: pa.Schema, distinct: tuple) -> list[str]:
+    """Parquet's leaf column paths (`clip_hints.list.element.start_s`) of the columns not in
+    `distinct`: what ParquetWriter's use_dictionary names."""
+    import io
+
+    from pyarrow import parquet as pq
+
+    empty = io.BytesIO()
+    pq.write_table(schema.empty_table(), empty)
+    leaves = pq.ParquetFile(io.BytesIO(empty.getvalue())).schema
+    paths = [leaves.column(i).path for i in range(len(leaves))]
+    return [path for path in paths if path.split(".", 1)[0] not in distinct]
 
 
 def _parquet_writer(files: TableFiles):
