@@ -393,3 +393,17 @@ def test_duplicates_are_decided_in_file_order_whatever_order_a_bucket_holds_them
     warned_at, texts = duplicates.warnings(classified, np.array([2]), pa.array([["field warning"]]))
     assert [(classified["_pos"][int(i)].as_py(), t) for i, t in zip(warned_at, texts.to_pylist(), strict=True)] == [
         (5, duplicates.FOLDED_WARNING), (1, "field warning")]
+
+
+def test_raw_rows_are_the_json_that_json_dumps_writes_whatever_they_hold():
+    from udfs import candidates
+
+    values = ['plain', 'say "hi"', "back\\slash", "two\nlines\r\n", "tab\there", "bell\x07 and \x1f", "Ünïcødé ✓",
+              None, ""]
+    rows = pa.table({"_file": ["a.csv"] * len(values), candidates.CORRUPT_RECORD: pa.nulls(len(values), pa.string()),
+                     "src.caption": values, "src.id": [str(i) for i in range(len(values))]})
+    for part in (rows, rows.slice(2, 5)):  # a slice's bytes start mid-buffer
+        raw = candidates.raw_json(part, pa.array(part["_file"].to_pylist()), {"a.csv": ["id", "caption"]})
+        assert raw.to_pylist() == [json.dumps({"id": i, "caption": c}, ensure_ascii=False, separators=(",", ":"))
+                                   for i, c in zip(part["src.id"].to_pylist(), part["src.caption"].to_pylist(),
+                                                   strict=True)]

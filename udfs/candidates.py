@@ -345,7 +345,7 @@ def raw_json(rows: pa.Table, files: pa.Array, file_columns: dict) -> pa.Array:
 
 
 def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
-    """`{"column": "text" or null, ...}` per row, as json.dumps writes it (non-ASCII kept). A column
+    """`{"column":"text" or null,...}` per row, as compact json.dumps writes it (non-ASCII kept). A column
     is searched only for the special characters it holds; most hold none and are copied as they are."""
     import json
 
@@ -367,5 +367,6 @@ def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
         return objects
     result = objects.to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(odd):
-        result[i] = json.dumps({name: rows[SRC + name][int(i)].as_py() for name in columns}, ensure_ascii=False)
+        result[i] = json.dumps({name: rows[SRC + name][int(i)].as_py() for name in columns}, ensure_ascii=False,
+                               separators=(",", ":"))
     return pa.array(result, pa.string())
