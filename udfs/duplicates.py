@@ -39,12 +39,12 @@ def classify(rows: pa.Table, lake_urls: pa.Table | None) -> pa.Table:
     lake_conflict = pc.and_(pc.is_valid(lake_url), pc.not_equal(lake_url, rows["url"]))
     reason = pc.coalesce(
         rows["reject"],
-        when(conflict, _prefixed(f"{parse.CONFLICTING_DUPLICATE}: the first row with this id has ", first_url)),
-        when(lake_conflict, _prefixed(f"{parse.CONFLICTS_WITH_LAKE}: ", lake_url)),
+        _prefixed_where(conflict, f"{parse.CONFLICTING_DUPLICATE}: the first row with this id has ", first_url),
+        _prefixed_where(lake_conflict, f"{parse.CONFLICTS_WITH_LAKE}: ", lake_url),
     )
     rejected = pc.is_valid(reason)
     status = pc.if_else(rejected, "rejected", pc.if_else(later, "folded", "accepted"))
-    differs = pc.and_(pc.and_(pc.invert(rejected), later), _fields_differ(rows, first["row"]))
+    differs = _fields_differ(rows, first["row"], pc.and_(pc.invert(rejected), later))
     return (
         rows.set_column(
             rows.schema.get_field_index("video_id"), "video_id", when(pc.invert(rejected), rows["video_id"])
@@ -72,14 +72,20 @@ def warnings(classified: pa.Table, new_at: np.ndarray, field_warnings: pa.Array)
     return rows[order], texts.take(pa.array(order))
 
 
-def _fields_differ(rows: pa.Table, first_row: pa.Array) -> pa.Array:
-    """Whether a row's source fields differ from those of the row `first_row` names (nulls equal)."""
-    differ = pa.repeat(pa.scalar(False), rows.num_rows)
+def _fields_differ(rows: pa.Table, first_row: pa.Array, later: pa.Array) -> pa.Array:
+    """Whether a `later` row's source fields differ from those of the row `first_row` names (nulls
+    equal); false for every other row. Only later rows are compared: in most files they are few."""
+    at = np.flatnonzero(later.to_numpy(zero_copy_only=False))
+    differ = np.zeros(rows.num_rows, dtype=bool)
+    if not len(at):
+        return pa.array(differ)
+    firsts = pa.array(first_row.to_numpy()[at])
     for name in rows.column_names:
         if name.startswith(SRC):
-            values = pc.fill_null(rows[name], NULL_TEXT)
-            differ = pc.or_(differ, pc.not_equal(values, values.take(first_row)))
-    return differ
+            mine = pc.fill_null(rows[name].take(pa.array(at)), NULL_TEXT)
+            theirs = pc.fill_null(rows[name].take(firsts), NULL_TEXT)
+            differ[at] |= pc.not_equal(mine, theirs).to_numpy(zero_copy_only=False)
+    return pa.array(differ)
 
 
 def _first_of_key(rows: pa.Table) -> dict[str, pa.Array]:
@@ -120,5 +126,10 @@ def _lake_url(video_id: pa.ChunkedArray, lake_urls: pa.Table | None) -> pa.Array
     return lake_urls["url"].combine_chunks().take(at)
 
 
-def _prefixed(prefix: str, url: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(prefix, pc.utf8_slice_codeunits(url, 0, parse.SHOWN_URL_CHARS), "")
+def _prefixed_where(condition: pa.Array, prefix: str, url: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`prefix` and the start of `url` where `condition` holds, else null; only those rows' texts
+    are built."""
+    mask = pa.array(pc.fill_null(condition, False).to_numpy(zero_copy_only=False))
+    url = url.combine_chunks() if isinstance(url, pa.ChunkedArray) else url
+    texts = pc.binary_join_element_wise(prefix, pc.utf8_slice_codeunits(url.filter(mask), 0, parse.SHOWN_URL_CHARS), "")
+    return pc.replace_with_mask(pa.nulls(len(url), pa.string()), mask, texts)
