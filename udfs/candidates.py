@@ -349,7 +349,7 @@ def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
     is searched only for the special characters it holds; most hold none and are copied as they are."""
     import json
 
-    pieces, odd = [], np.zeros(rows.num_rows, dtype=bool)
+    pieces, text, odd = [], "{", np.zeros(rows.num_rows, dtype=bool)
     for i, name in enumerate(columns):
         escaped = _plain(rows[SRC + name])
         present = _json_special_chars(escaped)
@@ -359,10 +359,14 @@ def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
         if present - {escape[0] for escape in JSON_ESCAPES}:
             odd |= pc.fill_null(pc.match_substring_regex(escaped, OTHER_CONTROL), False).to_numpy(
                 zero_copy_only=False)
-        quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-        key = ("{" if i == 0 else ",") + json.dumps(name) + ":"
-        pieces += [pa.scalar(key), pc.fill_null(quoted, "null")]
-    objects = pc.binary_join_element_wise(*pieces, "}", "")
+        text += ("," if i else "") + json.dumps(name) + ":"
+        if escaped.null_count:
+            pieces += [pa.scalar(text), pc.fill_null(pc.binary_join_element_wise('"', escaped, '"', ""), "null")]
+            text = ""
+        else:  # its quotes join the constant text around it: one join fewer
+            pieces += [pa.scalar(text + '"'), escaped]
+            text = '"'
+    objects = pc.binary_join_element_wise(*pieces, text + "}", "")
     if not odd.any():
         return objects
     result = objects.to_numpy(zero_copy_only=False)
