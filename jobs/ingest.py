@@ -10,10 +10,10 @@ an earlier one). A usable row with a broken optional field is accepted and gets 
 
 Two passes, no shuffle of rows; Spark schedules the tasks, Arrow does the per-row work:
 - Pass 1, one task per input block: CSV files are read in byte ranges by udfs/csv_blocks.py (a file
-  in which a newline inside a quoted field broke rows apart is read again as one stream); JSON,
-  parquet and files on a file system pyarrow cannot open are read by Spark. udfs/candidates.py
-  gives every row its ids, URL and own problem, and the task writes it once, as Arrow, under the
-  bucket of its video id (<lake>/_staging/<batch>/rows/_bucket=N).
+  in which a newline inside a quoted field broke rows apart, or a gzip file, is read as one stream
+  and staged in chunks as it is parsed); JSON, parquet and files on a file system pyarrow cannot
+  open are read by Spark. udfs/candidates.py gives every row its ids, URL and own problem, and the
+  task writes it once, as Arrow, under the bucket of its video id (<lake>/_staging/<batch>/rows/_bucket=N).
 - Pass 2, one task per bucket: udfs/duplicates.py decides each row's status (all rows of a video,
   and the lake's row for it, are in one bucket); the task builds the new videos' fields and the
   error rows, and writes both tables' files itself. The driver commits them, errors first.
@@ -308,7 +308,7 @@ def _stage(
         blocks = [b for f in arrow_csv for b in csv_blocks.plan_blocks(f.path, f.size, block_bytes, f.path in streams)]
         headers = {f.path: _csv_header(fmt, f.path) for f in arrow_csv}
         columns = {path: _source_columns(fmt, header, settings, path) for path, header in headers.items()}
-        reader = BlockReader(task, blocks, headers, columns)
+        reader = BlockReader(task, blocks, headers, columns, block_bytes)
         for row in ctx.spark.range(len(blocks), numPartitions=len(blocks)).mapInArrow(reader, STAGED).collect():
             staged.add(row.asDict())
     for number, group in enumerate(read_source(ctx.spark, fmt, by_spark, streams, settings) if by_spark else []):
@@ -345,22 +345,24 @@ class StageTask:
 
 @dataclass(frozen=True)
 class BlockReader:
-    """Pass 1 over CSV blocks that pyarrow reads itself: one block per Spark task."""
+    """Pass 1 over CSV blocks that pyarrow reads itself: one block per Spark task. A stream block
+    (a whole file) is staged in chunks of about `chunk_bytes` as it is parsed."""
 
     task: StageTask
     blocks: list
     headers: dict
     columns: dict
+    chunk_bytes: int
 
     def __call__(self, block_ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for index in _range_ids(block_ids):
             block = self.blocks[index]
             filesystem, path = arrow_filesystem(block.path)
             located = csv_blocks.CsvBlock(path, block.start, block.end, block.stream)
-            rows = csv_blocks.read_block(filesystem, located, self.headers[block.path])
-            report = self.task.stage(rows, display_name(block.path), block.start, self.columns[block.path],
-                                     f"b{index:06d}")
-            yield pa.RecordBatch.from_pylist([report], schema=to_arrow_schema(STAGED))
+            chunks = csv_blocks.read_chunks(filesystem, located, self.headers[block.path], self.chunk_bytes)
+            reports = [self.task.stage(rows, display_name(block.path), block.start, self.columns[block.path],
+                                       f"b{index:06d}-{chunk:05d}") for chunk, rows in enumerate(chunks)]
+            yield pa.RecordBatch.from_pylist(reports, schema=to_arrow_schema(STAGED))
 
 
 @dataclass(frozen=True)

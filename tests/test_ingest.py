@@ -407,3 +407,50 @@ def test_raw_rows_are_the_json_that_json_dumps_writes_whatever_they_hold():
         assert raw.to_pylist() == [json.dumps({"id": i, "caption": c}, ensure_ascii=False, separators=(",", ":"))
                                    for i, c in zip(part["src.id"].to_pylist(), part["src.caption"].to_pylist(),
                                                    strict=True)]
+
+
+def nasty_webvid_rows(count: int) -> list[tuple]:
+    """WebVid rows with a row of too many fields every 97 rows, a caption over two lines every 89,
+    and a row of too many fields last."""
+    rows = webvid_rows(range(count))
+    for i in range(0, count, 89):
+        rows[i] = (*rows[i][:4], f"clip {i}\nits second line, with a comma")
+    for i in range(50, count, 97):
+        rows[i] = (*rows[i], "a sixth field")
+    rows[-1] = (*rows[-1], "a sixth field")
+    return rows
+
+
+def test_a_stream_is_parsed_in_chunks_that_keep_every_row_and_its_place(tmp_path, monkeypatch):
+    import gzip
+
+    from pyarrow import fs
+
+    from udfs import csv_blocks
+
+    plain = write_webvid(tmp_path / "many.csv", nasty_webvid_rows(3000))
+    packed = tmp_path / "many.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    header = ["videoid", "contentUrl", "duration", "page_dir", "name"]
+    whole = csv_blocks.read_block(fs.LocalFileSystem(), csv_blocks.CsvBlock(str(plain), 0, plain.stat().st_size),
+                                  header)
+    monkeypatch.setattr(csv_blocks, "PARSE_CHUNK_BYTES", 4096)  # pyarrow's batches: about 60 rows
+    block = csv_blocks.plan_blocks(str(packed), packed.stat().st_size, 1 << 30, False)[0]
+    chunks = list(csv_blocks.read_chunks(fs.LocalFileSystem(), block, header, chunk_bytes=20_000))
+
+    assert block.stream and len(chunks) > 5
+    assert pa.concat_tables(chunks).sort_by("_pos").equals(whole.sort_by("_pos"))
+    assert whole.num_rows == 3000 and pa.compute.sum(pa.compute.is_valid(whole["_corrupt_record"])).as_py() == 32
+
+
+def test_a_gzip_file_is_ingested_with_its_row_numbers(ctx, tmp_path, capsys):
+    import gzip
+
+    rows = nasty_webvid_rows(300)
+    packed = tmp_path / "webvid.csv.gz"
+    packed.write_bytes(gzip.compress(write_webvid(tmp_path / "webvid.csv", rows).read_bytes()))
+    summary = ingest(ctx, "webvid10m", packed, capsys=capsys)
+    assert "300 input rows = 296 accepted + 4 rejected + 0 folded; 296 videos added" in summary
+    assert errors_by_row(ctx) == {row: ("rejected", parse.MALFORMED_ROW) for row in (51, 148, 245, 300)}
+    assert table(ctx, "videos").set_index("source_video_id").loc["89", "caption"] == (
+        "clip 89\nits second line, with a comma")

@@ -4,7 +4,8 @@ A block [start, end) owns the rows that begin in it: it skips the partial row it
 reads past `end` to finish its last row. Read in blocks, a newline inside a quoted field can fall
 on a block's edge and break rows apart; those rows do not fit the header and come back as corrupt
 records, and the ingest job then reads the file again as one stream (`stream=True`, one block from
-0 to the end of the file, gzip included).
+0 to the end of the file, gzip included), which `read_chunks` parses as it reads and hands over in
+chunks, so one task streams a file of any size.
 
 Each row keeps its place: `_pos` is its ordinal among the block's rows (blank lines skipped, as
 Spark skips them), corrupt records included, so a reader can number every row of the file.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +62,8 @@ def read_header(filesystem, path: str) -> list[str]:
 def read_block(filesystem, block: CsvBlock, columns: list[str]) -> pa.Table:
     """The block's rows: every column as text (null where empty), CORRUPT_RECORD (the text of a row
     that does not fit the header, whose other columns are null) and POSITION."""
+    if block.stream:
+        return pa.concat_tables(read_chunks(filesystem, block, columns, chunk_bytes=1 << 62))
     data = _block_bytes(filesystem, block)
     try:
         return _parse(data, block, columns)
@@ -69,6 +74,52 @@ def read_block(filesystem, block: CsvBlock, columns: list[str]) -> pa.Table:
             raise
         # Invalid UTF-8 becomes U+FFFD, as Spark's reader does, rather than failing the file.
         return _parse(bytes(data).decode("utf-8", errors="replace").encode(), block, columns)
+
+
+def read_chunks(filesystem, block: CsvBlock, columns: list[str], chunk_bytes: int) -> Iterator[pa.Table]:
+    """A block's rows (as read_block gives them) in tables of about `chunk_bytes` each; a stream
+    block (a whole file, gzip included) is parsed as it is read, so no task holds a whole file."""
+    if not block.stream:
+        yield read_block(filesystem, block, columns)
+        return
+    corrupt: list[pcsv.InvalidRow] = []
+
+    def keep_corrupt(row: pcsv.InvalidRow) -> str:
+        corrupt.append(row)
+        return "skip"
+
+    pending, pending_bytes, seen = [], 0, 0
+    with _open(filesystem, block.path, stream=True) as source:
+        try:
+            reader = pcsv.open_csv(
+                source,
+                read_options=pcsv.ReadOptions(use_threads=False, block_size=PARSE_CHUNK_BYTES, column_names=columns,
+                                              skip_rows=1),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_corrupt),
+                # Bytes, made text per batch: invalid UTF-8 is replaced there instead of failing the stream.
+                convert_options=_text_options(columns, pa.binary()),
+            )
+        except pa.ArrowInvalid as err:
+            if "Empty CSV file" not in str(err):
+                raise
+            yield _no_rows(columns)
+            return
+        batches = (pa.Table.from_batches([batch]) for batch in reader)
+        for table in itertools.chain(batches, [None]):  # None: the corrupt rows after the last batch
+            if table is None:
+                table, owned = pa.schema([(c, pa.binary()) for c in columns]).empty_table(), len(corrupt)
+            else:
+                owned = _corrupt_within(corrupt, seen, table.num_rows)
+            rows = _with_places(table, corrupt[:owned], seen, 2)
+            del corrupt[:owned]
+            rows = pa.table({c: _as_text(rows[c]) if c in columns else rows[c] for c in rows.column_names})
+            seen += rows.num_rows
+            pending.append(rows)
+            pending_bytes += rows.nbytes
+            if pending_bytes >= chunk_bytes:
+                yield pa.concat_tables(pending)
+                pending, pending_bytes = [], 0
+    yield pa.concat_tables(pending)
 
 
 def _parse(data: pa.Buffer | bytes, block: CsvBlock, columns: list[str]) -> pa.Table:
@@ -84,20 +135,46 @@ def _parse(data: pa.Buffer | bytes, block: CsvBlock, columns: list[str]) -> pa.T
             use_threads=False, block_size=PARSE_CHUNK_BYTES, column_names=columns, skip_rows=int(block.header)
         ),
         parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_corrupt),
-        convert_options=pcsv.ConvertOptions(
-            column_types={c: pa.string() for c in columns}, strings_can_be_null=True, null_values=[""],
-            quoted_strings_can_be_null=False,
-        ),
+        convert_options=_text_options(columns, pa.string()),
     )
-    first = 1 + int(block.header)  # pyarrow numbers rows from 1, the skipped header included
-    corrupt_at = np.array([row.number - first for row in corrupt], dtype=np.int64)
+    # pyarrow numbers rows from 1, the skipped header included
+    return _with_places(table, corrupt, 0, 1 + int(block.header))
+
+
+def _corrupt_within(corrupt: list, before: int, valid_rows: int) -> int:
+    """How many of the corrupt rows parsed so far (in file order) lie among a batch's rows: those
+    before its last valid row. The reader parses ahead, so later batches' corrupt rows may be there."""
+    owned = 0
+    while owned < len(corrupt) and corrupt[owned].number - 2 < before + valid_rows + owned:
+        owned += 1
+    return owned
+
+
+def _text_options(columns: list[str], kind: pa.DataType) -> pcsv.ConvertOptions:
+    return pcsv.ConvertOptions(column_types={c: kind for c in columns}, strings_can_be_null=True, null_values=[""],
+                               quoted_strings_can_be_null=False)
+
+
+def _as_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Bytes as UTF-8 text; invalid UTF-8 becomes U+FFFD, as Spark's reader does."""
+    try:
+        return values.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.chunked_array([pa.array([None if v is None else v.decode("utf-8", errors="replace")
+                                           for v in values.to_pylist()], pa.string())])
+
+
+def _with_places(table: pa.Table, corrupt: list, before: int, first_number: int) -> pa.Table:
+    """`table`'s rows and the corrupt rows parsed with them, each with its POSITION: its ordinal
+    among the rows read, counting from `before`; `first_number` is pyarrow's number of that row."""
+    corrupt_at = np.array([row.number - first_number for row in corrupt], dtype=np.int64)
     total = table.num_rows + len(corrupt)
-    positions = np.setdiff1d(np.arange(total, dtype=np.int64), corrupt_at, assume_unique=True)
+    positions = np.setdiff1d(np.arange(before, before + total, dtype=np.int64), corrupt_at, assume_unique=True)
     rows = table.append_column(CORRUPT_RECORD, pa.nulls(table.num_rows, pa.string()))
     rows = rows.append_column(POSITION, pa.array(positions))
     if not corrupt:
         return rows
-    records = {c: pa.nulls(len(corrupt), pa.string()) for c in columns}
+    records = {c: pa.nulls(len(corrupt), rows.schema.field(c).type) for c in table.column_names}
     records[CORRUPT_RECORD] = pa.array([row.text for row in corrupt], pa.string())
     records[POSITION] = pa.array(corrupt_at)
     return pa.concat_tables([rows, pa.table(records, schema=rows.schema)])
@@ -115,9 +192,6 @@ def _open(filesystem, path: str, stream: bool):
 
 
 def _block_bytes(filesystem, block: CsvBlock) -> pa.Buffer | bytes:
-    if block.stream:
-        with _open(filesystem, block.path, stream=True) as f:
-            return f.read()
     with _open(filesystem, block.path, stream=False) as f:
         start = block.start if block.header else _next_row_start(f, block.start - 1)
         end = block.end if f.read_at(1, block.end - 1) == b"\n" else _next_row_start(f, block.end)
