@@ -148,7 +148,7 @@ class Table:
 TABLES = {
     t.name: t
     for t in (
-        Table("videos", VIDEOS, ("video_id",), ("source",), ("video_id", "source_video_id", "url", "caption")),
+        Table("videos", VIDEOS, ("video_id",), ("source",), distinct=("video_id", "source_video_id", "url", "caption")),
         Table("ingest_errors", INGEST_ERRORS, ("ingest_batch", "input_file", "row_number", "reason"),
               distinct=("row_number", "raw", "video_id")),
         Table("video_files", VIDEO_FILES, ("video_id",)),
