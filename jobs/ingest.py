@@ -31,6 +31,7 @@ import hashlib
 import json
 import re
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -415,8 +416,23 @@ def _write_buckets(rows: pa.Table, bucket: np.ndarray, rows_dir: str, name: str)
         start, end = np.searchsorted(by_bucket, [number, number + 1])
         folder = f"{root}/{BUCKET}={number}"
         filesystem.create_dir(folder, recursive=True)
-        with filesystem.open_output_stream(f"{folder}/{name}.arrow") as out, pa.ipc.new_file(out, rows.schema) as w:
-            w.write_table(ordered.slice(start, end - start))
+        part = ordered.slice(start, end - start)
+        _write_whole(filesystem, f"{folder}/{name}.arrow", lambda out, part=part: _write_ipc(out, part))
+
+
+def _write_ipc(out, rows: pa.Table) -> None:
+    with pa.ipc.new_file(out, rows.schema) as writer:
+        writer.write_table(rows)
+
+
+def _write_whole(filesystem, path: str, write) -> None:
+    """Writes a file under a hidden temporary name, then moves it into place: a reader sees whole
+    files only, even where two attempts of one task (a retry, a speculative copy) write it at once."""
+    folder, name = path.rsplit("/", 1)
+    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    with filesystem.open_output_stream(temporary) as out:
+        write(out)
+    filesystem.move(temporary, path)
 
 
 def _scheme(path: str) -> str:
@@ -702,7 +718,7 @@ def _read_staged(rows_dir: str, bucket: int) -> pa.Table | None:
     filesystem, root = arrow_filesystem(f"{rows_dir}/{BUCKET}={bucket}")
     found = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
     parts = []
-    for info in sorted(found, key=lambda i: i.path):
+    for info in sorted((i for i in found if not i.base_name.startswith(".")), key=lambda i: i.path):
         with filesystem.open_input_file(info.path) as source:
             part = pa.ipc.open_file(source).read_all()
         parts.append(part.set_column(0, "_file", pc.cast(part["_file"], pa.string())))
@@ -727,7 +743,7 @@ def _write_parquet(rows: pa.Table, uri: str) -> None:
 
     filesystem, path = arrow_filesystem(uri)
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(rows, path, filesystem=filesystem, row_group_size=KEPT_ROW_GROUP)
+    _write_whole(filesystem, path, lambda out: pq.write_table(rows, out, row_group_size=KEPT_ROW_GROUP))
 
 
 def _block_counts(classified: pa.Table) -> list[dict]:

@@ -454,3 +454,14 @@ def test_a_gzip_file_is_ingested_with_its_row_numbers(ctx, tmp_path, capsys):
     assert errors_by_row(ctx) == {row: ("rejected", parse.MALFORMED_ROW) for row in (51, 148, 245, 300)}
     assert table(ctx, "videos").set_index("source_video_id").loc["89", "caption"] == (
         "clip 89\nits second line, with a comma")
+
+
+def test_a_killed_attempts_partial_staged_file_is_not_read(tmp_path):
+    from jobs import ingest as job
+
+    rows = pa.table({"_file": ["a.csv"] * 4, "_pos": [0, 1, 2, 3]})
+    job._write_buckets(rows, np.array([0, 1, 0, 1]), str(tmp_path), "b000000-00000")
+    (tmp_path / "_bucket=0" / ".b000001-00000.arrow.0f3a.tmp").write_bytes(b"ARROW1 and then the task died")
+
+    assert sorted(p.name for p in (tmp_path / "_bucket=1").iterdir()) == ["b000000-00000.arrow"]
+    assert job._read_staged(str(tmp_path), 0)["_pos"].to_pylist() == [0, 2]
