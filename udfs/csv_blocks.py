@@ -26,6 +26,7 @@ CORRUPT_RECORD = "_corrupt_record"
 POSITION = "_pos"
 PARSE_CHUNK_BYTES = 1 << 20  # pyarrow's parse chunk: in cache (1 MiB parsed a 64 MB block 25% faster than 4)
 SCAN_BYTES = 1 << 16  # read size when looking for the end of a row
+FIRST_DATA_ROW = 2  # pyarrow's number of a stream's first row after its header
 HEADER_BYTES = 1 << 20  # a header longer than this is not a CSV header
 
 
@@ -110,7 +111,7 @@ def read_chunks(filesystem, block: CsvBlock, columns: list[str], chunk_bytes: in
                 table, owned = pa.schema([(c, pa.binary()) for c in columns]).empty_table(), len(corrupt)
             else:
                 owned = _corrupt_within(corrupt, seen, table.num_rows)
-            rows = _with_places(table, corrupt[:owned], seen, 2)
+            rows = _with_places(table, corrupt[:owned], seen, FIRST_DATA_ROW)
             del corrupt[:owned]
             rows = pa.table({c: _as_text(rows[c]) if c in columns else rows[c] for c in rows.column_names})
             seen += rows.num_rows
@@ -145,7 +146,7 @@ def _corrupt_within(corrupt: list, before: int, valid_rows: int) -> int:
     """How many of the corrupt rows parsed so far (in file order) lie among a batch's rows: those
     before its last valid row. The reader parses ahead, so later batches' corrupt rows may be there."""
     owned = 0
-    while owned < len(corrupt) and corrupt[owned].number - 2 < before + valid_rows + owned:
+    while owned < len(corrupt) and corrupt[owned].number - FIRST_DATA_ROW < before + valid_rows + owned:
         owned += 1
     return owned
 
