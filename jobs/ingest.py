@@ -187,8 +187,8 @@ def bucket_count(spark: SparkSession, files: list[InputFile], bucket_mb: int) ->
     multiple of the cores so that pass 2's last wave keeps every core busy. A gzip file counts as
     GZIP_EXPANSION times its size."""
     cores = spark.sparkContext.defaultParallelism
-    input_bytes = sum(f.size * (GZIP_EXPANSION if f.path.endswith(".gz") else 1) for f in files)
-    by_size = -(-int(input_bytes) // (bucket_mb * 2**20))
+    input_bytes = sum(f.size * (GZIP_EXPANSION if csv_blocks.compressed(f.path) else 1) for f in files)
+    by_size = -(-input_bytes // (bucket_mb * 2**20))
     return cores * max(1, -(-by_size // cores))
 
 
@@ -320,7 +320,7 @@ def _stage(
         for row in _as_text_columns(group).mapInArrow(stager, STAGED).collect():
             staged.add(row.asDict())
     csv_files = [f.path for f in files if _file_kind(fmt, f.path) == "csv" and f.path not in streams
-                 and not f.path.endswith(".gz")]  # compressed files are read whole already
+                 and not csv_blocks.compressed(f.path)]  # compressed files are streams already
     return staged, {path: display_name(path) for path in csv_files}
 
 

@@ -194,7 +194,7 @@ def _generic_fields(
     if mapping.get("duration") in src:
         fields["duration_s"], warnings = durations(text(src[mapping["duration"]]))
     mapped = {mapping.get(k) for k in ("url", "path", "caption", "id", "duration")}
-    files = _plain(rows["_file"]).to_numpy(zero_copy_only=False)
+    files = plain(rows["_file"]).to_numpy(zero_copy_only=False)
     has = {name: np.isin(files, [f for f, cols in file_columns.items() if name in cols]) for name in src}
     fields["extra"] = _as_map({name: values for name, values in src.items() if name not in mapped}, has, n)
     fields["warnings"] = _as_lists(warnings)
@@ -257,14 +257,15 @@ def _as_map(columns: dict[str, pa.Array], has: dict[str, np.ndarray], n: int) ->
                                        pa.array([], pa.string()))
     keep = np.stack([has[name] for name in names], axis=1).ravel()  # by row, then column
     by_row = np.arange(n * len(names)).reshape(len(names), n).T.ravel()[keep]
-    items = pa.concat_arrays([_plain(columns[name]) for name in names]).take(pa.array(by_row))
+    items = pa.concat_arrays([plain(columns[name]) for name in names]).take(pa.array(by_row))
     keys = pa.array(np.tile(np.array(names, dtype=object), n)[keep], pa.string())
     counts = keep.reshape(n, len(names)).sum(axis=1)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
     return pa.MapArray.from_arrays(offsets, keys, items)
 
 
-def _plain(values) -> pa.Array:
+def plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (a table's column is chunked)."""
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
@@ -281,7 +282,7 @@ def _json_special_chars(values: pa.Array) -> set[str]:
 
 
 def _src_columns(rows: pa.Table) -> dict[str, pa.Array]:
-    return {name[len(SRC):]: _plain(rows[name]) for name in rows.column_names if name.startswith(SRC)}
+    return {name[len(SRC):]: plain(rows[name]) for name in rows.column_names if name.startswith(SRC)}
 
 
 # --- pass 2: ingest_errors ---------------------------------------------------------------------------
@@ -298,9 +299,9 @@ def error_rows(
     at = np.concatenate([rejected, warned_at]).astype(np.int64)
     shown = [*ORDER, "video_id", CORRUPT_RECORD, *[c for c in classified.column_names if c.startswith(SRC)]]
     rows = classified.select(shown).take(pa.array(at))
-    reasons = pa.concat_arrays([_plain(pc.take(classified["reason"], pa.array(rejected))), _plain(warnings)])
+    reasons = pa.concat_arrays([plain(pc.take(classified["reason"], pa.array(rejected))), plain(warnings)])
     warning = pa.array(np.arange(len(at)) >= len(rejected))
-    files = _plain(rows["_file"])
+    files = plain(rows["_file"])
     return pa.table({
         "source": pa.repeat(pa.scalar(source), rows.num_rows),
         "input_file": files,
@@ -320,7 +321,7 @@ def _row_numbers(rows: pa.Table, files: pa.Array, row_offsets: dict) -> pa.Array
     for file_name, at in _rows_by_file(files):
         for block in np.unique(blocks[at]):
             offsets[at[blocks[at] == block]] = row_offsets[(file_name, int(block))]
-    return pa.array(_plain(rows[POSITION]).to_numpy() + offsets)
+    return pa.array(plain(rows[POSITION]).to_numpy() + offsets)
 
 
 def _rows_by_file(files: pa.Array) -> list[tuple[str, np.ndarray]]:
@@ -340,7 +341,7 @@ def raw_json(rows: pa.Table, files: pa.Array, file_columns: dict) -> pa.Array:
         parts = [_json_objects(rows.take(pa.array(at)), file_columns[name]) for name, at in by_file]
         back = np.argsort(np.concatenate([at for _, at in by_file]))
         objects = pa.concat_arrays(parts).take(pa.array(back))
-    corrupt = _plain(rows[CORRUPT_RECORD])
+    corrupt = plain(rows[CORRUPT_RECORD])
     return pc.if_else(pc.is_valid(corrupt), corrupt, objects) if corrupt.null_count < len(corrupt) else objects
 
 
@@ -351,11 +352,11 @@ def _json_objects(rows: pa.Table, columns: list[str]) -> pa.Array:
 
     pieces, text, odd = [], "{", np.zeros(rows.num_rows, dtype=bool)
     for i, name in enumerate(columns):
-        escaped = _plain(rows[SRC + name])
+        escaped = plain(rows[SRC + name])
         present = _json_special_chars(escaped)
-        for plain, escape in JSON_ESCAPES:
-            if plain in present:
-                escaped = pc.replace_substring(escaped, plain, escape)
+        for char, escape in JSON_ESCAPES:
+            if char in present:
+                escaped = pc.replace_substring(escaped, char, escape)
         if present - {escape[0] for escape in JSON_ESCAPES}:
             odd |= pc.fill_null(pc.match_substring_regex(escaped, OTHER_CONTROL), False).to_numpy(
                 zero_copy_only=False)

@@ -47,9 +47,14 @@ class CsvBlock:
 def plan_blocks(path: str, size: int, block_bytes: int, stream: bool) -> list[CsvBlock]:
     """The blocks of one file: about `block_bytes` each, or the whole file as one stream (compressed
     files are always one stream)."""
-    if stream or path.endswith(".gz") or size <= block_bytes:
-        return [CsvBlock(path, 0, size, stream=stream or path.endswith(".gz"))]
+    if stream or compressed(path) or size <= block_bytes:
+        return [CsvBlock(path, 0, size, stream=stream or compressed(path))]
     return [CsvBlock(path, start, min(start + block_bytes, size)) for start in range(0, size, block_bytes)]
+
+
+def compressed(path: str) -> bool:
+    """A gzip file: it cannot be read from the middle, so it is always one stream."""
+    return path.endswith(".gz")
 
 
 def read_header(filesystem, path: str) -> list[str]:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from udfs import sources as parse
-from udfs.candidates import SRC, when
+from udfs.candidates import SRC, plain, when
 
 ORDER = ("_file", "_block", "_pos")
 NULL_TEXT = "\u0000"  # stands for a null field when fields are compared
@@ -79,10 +79,10 @@ def _fields_differ(rows: pa.Table, first_row: pa.Array, later: pa.Array) -> pa.A
     differ = np.zeros(rows.num_rows, dtype=bool)
     if not len(at):
         return pa.array(differ)
-    firsts = pa.array(first_row.to_numpy()[at])
+    rows_at, firsts = pa.array(at), pa.array(first_row.to_numpy()[at])
     for name in rows.column_names:
         if name.startswith(SRC):
-            mine = pc.fill_null(rows[name].take(pa.array(at)), NULL_TEXT)
+            mine = pc.fill_null(rows[name].take(rows_at), NULL_TEXT)
             theirs = pc.fill_null(rows[name].take(firsts), NULL_TEXT)
             differ[at] |= pc.not_equal(mine, theirs).to_numpy(zero_copy_only=False)
     return pa.array(differ)
@@ -130,6 +130,6 @@ def _prefixed_where(condition: pa.Array, prefix: str, url: pa.Array | pa.Chunked
     """`prefix` and the start of `url` where `condition` holds, else null; only those rows' texts
     are built."""
     mask = pa.array(pc.fill_null(condition, False).to_numpy(zero_copy_only=False))
-    url = url.combine_chunks() if isinstance(url, pa.ChunkedArray) else url
+    url = plain(url)
     texts = pc.binary_join_element_wise(prefix, pc.utf8_slice_codeunits(url.filter(mask), 0, parse.SHOWN_URL_CHARS), "")
     return pc.replace_with_mask(pa.nulls(len(url), pa.string()), mask, texts)
