@@ -16,9 +16,12 @@ PySceneDetect also run in the *threads* layout (one process on all N cores, FFmp
 how PySceneDetect is used on its own), and each ratio is against the faster of the two layouts, so
 the ceiling is never the slow one.
 
-Decoder settings: decode-only decodes exactly as the udf's decoder does (conf `split.decode`:
-threads, and skip_loop_filter, which skips H.264 deblocking), so the ratio to it is the udf's own
-overhead. decode-full decodes with deblocking, as PySceneDetect (OpenCV) and players do.
+Decoder settings: decode-only decodes exactly as the udf's decoder does for the content detector
+(udfs.decode.VideoDecoder with conf `split.decode`: threads; skip_loop_filter, which skips H.264
+deblocking; skip_nonref, which skips the non-reference frames whose packets are small), converting
+nothing, so the ratio to it is the udf's own overhead. decode-every-frame decodes every frame with
+the same threads and skip_loop_filter (what skipping frames saves); decode-full decodes every frame
+with deblocking, as PySceneDetect (OpenCV) and players do.
 
 Target: vidlake >= 0.8x decode-only and >= 2x PySceneDetect's defaults, recall no lower.
 
@@ -42,9 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-METHODS = ("decode-only", "decode-full", "pyscenedetect", "vidlake")
+METHODS = ("decode-only", "decode-every-frame", "decode-full", "pyscenedetect", "vidlake")
 # The layouts each method runs in on more than one core (see above); on one core they are the same.
-LAYOUTS = {"decode-only": ("tasks", "threads"), "decode-full": ("tasks",),
+LAYOUTS = {"decode-only": ("tasks", "threads"), "decode-every-frame": ("tasks",), "decode-full": ("tasks",),
            "pyscenedetect": ("tasks", "threads"), "vidlake": ("tasks",)}
 TOLERANCE = 2
 FPS = 25
@@ -74,7 +77,7 @@ def print_header(videos: list[dict], args: argparse.Namespace, all_cores: int) -
     print(f"vidlake: split udf, content detector, conf defaults{' with ' + ', '.join(args.set) if args.set else ''} "
           f"({vidlake_settings(split_conf(args.set))}), materialize=none; "
           f"best of {args.repeats} interleaved runs\n")
-    print(f"{'method':<16}{'cores':>6}{'layout':>9}{'frames/s':>11}{'per core':>10}{'x decode':>10}{'x PySD':>8}"
+    print(f"{'method':<19}{'cores':>6}{'layout':>9}{'frames/s':>11}{'per core':>10}{'x decode':>10}{'x PySD':>8}"
           f"{'f/cpu-s':>10}{'precision':>11}{'recall':>8}")
 
 
@@ -86,7 +89,7 @@ def print_rows(cores: int, runs: dict[tuple[str, str], Run], videos: list[dict])
     for (method, layout), run in runs.items():
         rate = frames / run.seconds
         precision, recall = score(run.cuts, videos)
-        print(f"{method:<16}{cores:>6}{layout:>9}{rate:>11.1f}{rate / cores:>10.1f}{rate / best['decode-only']:>10.2f}"
+        print(f"{method:<19}{cores:>6}{layout:>9}{rate:>11.1f}{rate / cores:>10.1f}{rate / best['decode-only']:>10.2f}"
               f"{rate / best['pyscenedetect']:>8.2f}{frames / run.cpu:>10.1f}{precision:>11}{recall:>8}")
 
 
@@ -215,8 +218,8 @@ def run_worker(method: str, threads: int, videos: list[dict], overrides: list[st
     import cv2
 
     cv2.setNumThreads(threads)
-    run = {"decode-only": decode_only, "decode-full": decode_full, "pyscenedetect": pyscenedetect_defaults,
-           "vidlake": vidlake_udf}[method](threads, split_conf(overrides))
+    run = {"decode-only": decode_only, "decode-every-frame": decode_every_frame, "decode-full": decode_full,
+           "pyscenedetect": pyscenedetect_defaults, "vidlake": vidlake_udf}[method](threads, split_conf(overrides))
     print("ready", flush=True)
     sys.stdin.readline()
     start, cpu = time.monotonic(), time.process_time()
@@ -233,11 +236,31 @@ def split_conf(overrides: list[str]) -> dict:
 def vidlake_settings(conf: dict) -> str:
     decode = conf["decode"]
     return (f"decode threads {decode['threads'] or 'per task core'}, skip_loop_filter {decode['skip_loop_filter']}, "
+            f"skip_nonref {decode['skip_nonref']} (large_nonref_ratio {decode['large_nonref_ratio']}), "
             f"{decode['scenedetect_width']} px {'subsampled' if decode['scenedetect_subsample'] else 'scaled'}")
 
 
 def decode_only(threads: int, conf: dict):
-    """Every frame decoded as the udf's decoder does (its threads, skip_loop_filter), nothing converted."""
+    """The udf's decoder for the content detector (its threads, skip_loop_filter, skip_nonref),
+    decoding the frames it decodes and converting none."""
+    from udfs.decode import VideoDecoder
+
+    decode = conf["decode"]
+
+    def run(videos: list[dict]) -> None:
+        for video in videos:
+            with VideoDecoder(video["path"], {}, batch_frames=int(decode["batch_frames"]),
+                              threads=int(decode["threads"]) or threads,
+                              skip_loop_filter=bool(decode["skip_loop_filter"]), skip_nonref=bool(decode["skip_nonref"]),
+                              large_nonref_ratio=float(decode["large_nonref_ratio"])) as decoder:
+                for _ in decoder.batches():
+                    pass
+
+    return run
+
+
+def decode_every_frame(threads: int, conf: dict):
+    """Every frame decoded with the udf's decoder's threads and skip_loop_filter, nothing converted."""
     decode = conf["decode"]
     options = {"skip_loop_filter": "all"} if decode["skip_loop_filter"] else {}
     return lambda videos: decode_all(videos, int(decode["threads"]) or threads, options)

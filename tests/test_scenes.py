@@ -112,6 +112,38 @@ def test_all_detectors_read_their_frames_from_one_decoding_pass(synthetic, detec
     assert set(detected.cuts) == {"content", "adaptive", "threshold", "transnetv2"}
 
 
+def _decode(path, **options) -> tuple[VideoDecoder, np.ndarray, np.ndarray]:
+    with VideoDecoder(path, {"small": FrameSpec(64)}, batch_frames=16, **options) as decoder:
+        batches = list(decoder.batches())
+    return decoder, np.concatenate([b.indices for b in batches]), np.concatenate([b.frames["small"] for b in batches])
+
+
+def test_skipping_small_non_reference_frames_keeps_every_frames_number_and_time(synthetic):
+    path, _ = synthetic
+    every, every_indices, every_frames = _decode(path)
+    sparse, indices, frames = _decode(path, skip_nonref=True, large_nonref_ratio=0.5)
+    assert 0 < sparse.summary.decoded < 0.8 * every.summary.decoded  # x264's B-frames were skipped
+    assert np.array_equal(every_indices, np.arange(every.summary.num_frames))
+    assert np.all(np.diff(indices) > 0)
+    np.testing.assert_array_equal(frames, every_frames[indices])  # each frame under its true number
+    np.testing.assert_allclose(sparse.summary.times, every.summary.times)
+    assert sparse.summary.num_frames == every.summary.num_frames
+    assert sparse.summary.end_time == pytest.approx(every.summary.end_time)
+
+
+@pytest.mark.parametrize("kind", ["content", "threshold"])
+@pytest.mark.parametrize("video", ["synthetic", "bikes"])
+def test_detectors_find_the_same_cuts_with_small_non_reference_frames_skipped(kind, video, synthetic, conf):
+    path = synthetic[0] if video == "synthetic" else packaged_video("bikes")
+    every_frame = copy.deepcopy(conf)
+    every_frame["decode"]["skip_nonref"] = False
+    assert conf["decode"]["skip_nonref"]  # the default
+    sparse = detect_cuts(path, [build_detector(kind, conf)], conf["decode"])
+    dense = detect_cuts(path, [build_detector(kind, every_frame)], every_frame["decode"])
+    assert sparse.cuts == dense.cuts
+    np.testing.assert_allclose(sparse.timeline.times, dense.timeline.times)
+
+
 def test_transnetv2_batched_streaming_matches_the_packages_predict_frames(synthetic):
     path, _ = synthetic
     with VideoDecoder(path, {"small": FrameSpec(48, 27, "rgb24")}, batch_frames=37) as decoder:

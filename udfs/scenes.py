@@ -30,6 +30,9 @@ class CutDetector(ABC):
     """Finds the cut frames of one video at a time from the decoded frames it is fed."""
 
     name: str
+    # False where the detector can work from the frames a decoder's `skip_nonref` leaves: it then
+    # gets frames with gaps in their numbers (FrameBatch.indices) and finds each cut to within a gap.
+    needs_every_frame: bool = True
 
     @abstractmethod
     def frame_specs(self) -> dict[str, FrameSpec]:
@@ -45,7 +48,7 @@ class CutDetector(ABC):
 
     @abstractmethod
     def process(self, batch: FrameBatch) -> None:
-        """Takes the next consecutive frames of the video."""
+        """Takes the video's next frames."""
 
     @abstractmethod
     def finish(self, num_frames: int) -> list[int]:
@@ -68,6 +71,9 @@ class SceneDetectCuts(CutDetector):
         if kind not in ("content", "adaptive", "threshold"):
             raise ValueError(f"unknown PySceneDetect detector {kind!r}")
         self.name, self.width, self.subsample, self._params = kind, width, subsample, dict(params)
+        # The adaptive detector weighs a frame's score against its neighbours' within a window of
+        # frames: across skipped frames those neighbours score higher and it misses cuts.
+        self.needs_every_frame = kind == "adaptive"
         self._detector = None
         self._fps: Fraction | None = None
         self._cuts: list[int] = []
@@ -89,7 +95,7 @@ class SceneDetectCuts(CutDetector):
         from scenedetect import FrameTimecode
 
         frames = batch.frames[self.SPEC_NAME]
-        timecodes = [FrameTimecode(batch.first_index + offset, fps=self._fps) for offset in range(len(frames))]
+        timecodes = [FrameTimecode(int(index), fps=self._fps) for index in batch.indices]
         if hasattr(self._detector, "process_frames"):
             found = self._detector.process_frames(timecodes, frames)
         else:
@@ -251,7 +257,7 @@ class TransNetV2Cuts(CutDetector):
         """Per-frame transition probabilities of a whole (n, 27, 48, 3) uint8 clip."""
         info = VideoInfo(48, 27, Fraction(25), Fraction(1, 25), "rawvideo", len(frames))
         self.start(info)
-        self.process(FrameBatch(first_index=0, times=np.zeros(len(frames)), frames={self.SPEC_NAME: frames}))
+        self.process(FrameBatch(np.arange(len(frames)), np.zeros(len(frames)), {self.SPEC_NAME: frames}))
         self.finish(len(frames))
         return np.concatenate(self._predictions)[: len(frames)]
 

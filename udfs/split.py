@@ -69,20 +69,20 @@ def detect_cuts(path: str | Path, detectors: Sequence[CutDetector], decode_conf:
         threads=threads,
         interpolation=str(decode_conf["interpolation"]),
         skip_loop_filter=bool(decode_conf["skip_loop_filter"]),
+        skip_nonref=bool(decode_conf["skip_nonref"]) and not any(d.needs_every_frame for d in detectors),
+        large_nonref_ratio=float(decode_conf["large_nonref_ratio"]),
     )
     # Decoding ahead overlaps the detectors only where the task has a core to spare for it.
     depth = int(decode_conf["prefetch_batches"]) if cores > 1 else 0
-    times = []
     with decoder:
         for detector in detectors:
             detector.start(decoder.info)
         for batch in prefetched(decoder.batches(), depth):
-            times.append(batch.times)
             for detector in detectors:
                 detector.process(batch)
-    n = decoder.summary.num_frames
-    timeline = Timeline(decoder.info.fps, np.concatenate(times), decoder.summary.end_time)
-    return DetectedVideo(decoder.info, timeline, {d.name: d.finish(n) for d in detectors})
+    summary = decoder.summary
+    timeline = Timeline(decoder.info.fps, summary.times, summary.end_time)
+    return DetectedVideo(decoder.info, timeline, {d.name: d.finish(summary.num_frames) for d in detectors})
 
 
 def task_cores() -> int:
