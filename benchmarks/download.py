@@ -7,8 +7,7 @@ URLs. In the same run, three ways fetch all N:
 - udf batch: `udfs.fetch.download_batch` on the same rows (address checks, sha256, probe,
   atomic blob store), no Spark;
 - job: `vidlake download` on a lake whose `videos` table holds the N URLs, committing to Delta
-  every `--commit-every` videos (by default conf's `download.commit_every`, 5000: one commit for
-  2,000 videos; `--commit-every 500` makes it four).
+  every `--commit-every` videos.
 
 What makes the comparison fair (earlier versions of this script got both wrong):
 
@@ -64,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=2000, help="URLs to fetch (default 2000)")
     parser.add_argument("--video", default="bikes", help="packaged video served under every URL")
     parser.add_argument("--concurrency", type=int, default=16, help="downloads in flight per process / Spark task")
-    parser.add_argument("--commit-every", type=int, help="download.commit_every (default: the conf's)")
+    parser.add_argument("--commit-every", type=int, default=500, help="download.commit_every (default 500: 4 commits)")
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument("--warm-up", type=int, default=100, help="videos the untimed warm-up job fetches first")
     return parser.parse_args()
@@ -196,11 +195,9 @@ def with_spark(urls: list[str], work: Path, args: argparse.Namespace, server_pid
     from jobs.context import JobContext, open_context
     from jobs.lake import Lake
 
-    overrides = ["download.allow_hosts=[127.0.0.1]", f"download.concurrency={args.concurrency}"]
-    if args.commit_every is not None:
-        overrides.append(f"download.commit_every={args.commit_every}")
+    overrides = ["download.allow_hosts=[127.0.0.1]", f"download.concurrency={args.concurrency}",
+                 f"download.commit_every={args.commit_every}"]
     cfg = load_config("local", [f"lake.root={work / 'lake'}", f"spark.master={args.master}", *overrides])
-    args.commit_every = cfg.get("download.commit_every")
     ctx = open_context(cfg)
     try:
         warm_lake = Lake(ctx.spark, str(work / "warm-up-lake"), cfg.get("lake.engine"))

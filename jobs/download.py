@@ -5,13 +5,11 @@
 
 The work is split into batches of `download.commit_every` videos (by a hash of the video id, so
 no list of ids ever goes through the driver). Each batch is one Spark job over many tasks, each
-task downloading `download.concurrency` videos at once, and ends in one Delta commit;
-`download.batches_in_flight` batches run side by side, so the next batch's tasks use the slots
-that a batch's slowest downloads and its commit leave idle. Progress is
+task downloading `download.concurrency` videos at once, and ends in one Delta commit. Progress is
 also committed every `download.commit_every_s` seconds, however slow the downloads: tasks cannot
 commit, so a batch's tasks start no download after that time, return the rows they finished, and
 the driver commits them and runs the batch again on its videos that still have no row (an
-anti-join), until a round reaches them all. A crash loses at most the rounds in flight; a re-run
+anti-join), until a round reaches them all. A crash loses at most the round in flight; a re-run
 starts from the anti-join against `video_files` again, so nothing committed is fetched twice and
 no row is duplicated. A blob written by a lost round has no row, so it is not counted as done: the
 re-run fetches that video again and replaces it.
@@ -32,7 +30,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 from pyspark import StorageLevel
@@ -173,40 +170,16 @@ def download_all(ctx: JobContext, todo: DataFrame, conf: dict, log: StageLog, li
         keyed = todo.withColumn("_batch", F.pmod(F.xxhash64("video_id"), F.lit(batches)))
         what = "failed videos to fetch again" if replace else "videos to fetch"
         log.note(f"{total} {what} in {batches} batch(es) of about {conf['commit_every']}, {tasks} tasks each")
-
-        def download_batch_number(batch: int) -> Counter:
+        statuses: Counter = Counter()
+        for batch in range(batches):
             name = f"batch {batch + 1}/{batches}"
             rows = keyed.where(F.col("_batch") == batch).drop("_batch")
             counts = _commit_rounds(ctx, rows, conf, replace, tasks, log, name)
+            statuses += counts
             log.note(f"{name} committed: {sum(counts.values())} videos, {counts[OK]} ok")
-            return counts
-
-        # The first commit creates the table: that batch runs alone, so no two batches race to create it.
-        statuses, first = Counter(), 0
-        if not ctx.lake.exists(TABLE):
-            statuses, first = download_batch_number(0), 1
-        return statuses + _side_by_side(download_batch_number, range(first, batches), in_flight(conf, replace))
+        return statuses
     finally:
         todo.unpersist()
-
-
-def in_flight(conf: dict, replace: bool) -> int:
-    """Batches run side by side: `download.batches_in_flight` for new videos. One for videos fetched
-    again, whose commits rewrite files of the table (two could rewrite the same one)."""
-    return 1 if replace else max(1, int(conf["batches_in_flight"]))
-
-
-def _side_by_side(run_batch, batches: range, in_flight: int) -> Counter:
-    """Runs `run_batch(b)` for each of `batches`, `in_flight` at a time, from threads of the driver:
-    a batch's last downloads and its commit leave most task slots idle, and the next batch's tasks
-    fill them."""
-    statuses: Counter = Counter()
-    if not batches:
-        return statuses
-    with ThreadPoolExecutor(max_workers=min(in_flight, len(batches)), thread_name_prefix="download-batch") as pool:
-        for counts in pool.map(run_batch, batches):
-            statuses += counts
-    return statuses
 
 
 def tasks_per_batch(conf: dict, default_parallelism: int) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -237,16 +236,11 @@ class DeltaSparkEngine:
 
 
 class DeltaRsEngine:
-    """Delta through delta-rs: executors write parquet, the driver commits the transaction.
-
-    Commits from the driver's threads (a job running Spark jobs side by side) are taken one at a
-    time, so each sees the one before it.
-    """
+    """Delta through delta-rs: executors write parquet, the driver commits the transaction."""
 
     def __init__(self, spark: SparkSession, max_rows_per_file: int):
         self.spark = spark
         self.max_rows_per_file = max_rows_per_file
-        self._commit_lock = threading.Lock()
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
@@ -338,15 +332,14 @@ class DeltaRsEngine:
         schema = Schema.from_arrow(_arrow_schema(contract.schema))
         partition_by = list(contract.partition_by) or None
         properties = CommitProperties(custom_metadata={"vidlake.operation": operation or mode})
-        with self._commit_lock:
-            if not self.exists(path):
-                create_table_with_add_actions(
-                    path, schema, actions, mode="error", partition_by=partition_by, commit_properties=properties
-                )
-            elif actions or removes or mode == "overwrite":
-                DeltaTable(path).create_write_transaction(
-                    actions + removes, mode, schema, partition_by, commit_properties=properties
-                )
+        if not self.exists(path):
+            create_table_with_add_actions(
+                path, schema, actions, mode="error", partition_by=partition_by, commit_properties=properties
+            )
+        elif actions or removes or mode == "overwrite":
+            DeltaTable(path).create_write_transaction(
+                actions + removes, mode, schema, partition_by, commit_properties=properties
+            )
 
 
 def arrow_filesystem(uri: str) -> tuple:

@@ -229,41 +229,6 @@ def _slow_videos(server: LoopbackServer, spark, lake, count: int, delay_s: float
     return rows
 
 
-def _most_at_once(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = most = 0
-    for _, change in events:
-        running += change
-        most = max(most, running)
-    return most
-
-
-@pytest.mark.parametrize("in_flight", [1, 2])
-def test_batches_of_new_videos_download_side_by_side(spark, cfg, lake, in_flight):
-    with LoopbackServer() as server:
-        intervals: list[tuple[float, float]] = []
-        data = packaged_video("carphone_pristine").read_bytes()
-
-        def respond(handler) -> None:
-            started = time.monotonic()
-            time.sleep(1.0)
-            file_responder(data)(handler)
-            intervals.append((started, time.monotonic()))
-
-        server.routes["/v/"] = respond
-        rows = [video_row("webvid10m", str(i), server.url(f"/v/{i}.mp4")) for i in range(10)]
-        lake.append(spark.createDataFrame(rows[:1], VIDEOS), "videos")
-        ctx = JobContext(cfg, spark, lake)
-        test_settings(cfg, commit_every=2, concurrency=2, partitions_per_batch=1, batches_in_flight=in_flight)
-        assert run(ctx, job_args()) == 0  # creates video_files: the first batch of a job runs alone
-        lake.append(spark.createDataFrame(rows[1:], VIDEOS), "videos")
-        intervals.clear()
-        assert run(ctx, job_args()) == 0
-    assert sorted(r.video_id for r in lake.read("video_files").collect()) == sorted(r["video_id"] for r in rows)
-    # One task per batch, two downloads in flight per task: two batches side by side fetch four at once.
-    assert _most_at_once(intervals) == 2 * in_flight
-
-
 def test_a_batch_of_slow_downloads_commits_every_commit_every_s_and_finishes_in_rounds(spark, cfg, lake):
     count = 6
     with LoopbackServer() as server:
