@@ -7,7 +7,8 @@ URLs. In the same run, three ways fetch all N:
 - udf batch: `udfs.fetch.download_batch` on the same rows (address checks, sha256, probe,
   atomic blob store), no Spark;
 - job: `vidlake download` on a lake whose `videos` table holds the N URLs, committing to Delta
-  every `--commit-every` videos.
+  every `--commit-every` videos (by default conf's `download.commit_every`, 5000: one commit for
+  2,000 videos; `--commit-every 500` makes it four).
 
 What makes the comparison fair (earlier versions of this script got both wrong):
 
@@ -26,7 +27,10 @@ What makes the comparison fair (earlier versions of this script got both wrong):
 Each row also gives the CPU seconds its own processes used (the server's apart), read from
 /proc: on a shared 2-core machine the wall clock moves with other people's load, the CPU a
 way needs much less, and CPU / cores bounds how fast a way can be. The load average is printed
-with the table. Run: python benchmarks/download.py [--videos 2000] [--video bikes]
+with the table. `--slow-every N` makes every N-th URL a slow host's (it answers after `--slow-s`),
+as real hosts are: a batch then waits for its slowest downloads, the plain loop's threads do not.
+Run: python benchmarks/download.py [--videos 2000] [--video bikes] [--commit-every N]
+[--slow-every N --slow-s S] [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -63,9 +67,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=2000, help="URLs to fetch (default 2000)")
     parser.add_argument("--video", default="bikes", help="packaged video served under every URL")
     parser.add_argument("--concurrency", type=int, default=16, help="downloads in flight per process / Spark task")
-    parser.add_argument("--commit-every", type=int, default=500, help="download.commit_every (default 500: 4 commits)")
+    parser.add_argument("--commit-every", type=int, help="download.commit_every (default: the conf's)")
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument("--warm-up", type=int, default=100, help="videos the untimed warm-up job fetches first")
+    parser.add_argument("--slow-every", type=int, default=0, metavar="N",
+                        help="every N-th URL is a slow host's, answered after --slow-s (default 0: none)")
+    parser.add_argument("--slow-s", type=float, default=2.0, help="how long a slow host takes to answer")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a conf override for the job, as `vidlake --set` takes it")
     return parser.parse_args()
 
 
@@ -97,12 +106,31 @@ def cpu_seconds(pid: int, skip: frozenset = frozenset()) -> float:
     return total
 
 
-def serve(data: bytes, ports, stop) -> None:
-    """The loopback server, in a process of its own."""
+def serve(data: bytes, ports, stop, slow_s: float) -> None:
+    """The loopback server, in a process of its own; /slow/ URLs answer after `slow_s` seconds."""
     with LoopbackServer() as server:
         server.routes["/v/"] = file_responder(data)
+        server.routes["/slow/"] = slow_responder(data, slow_s)
         ports.put(server.port)
         stop.wait()
+
+
+def slow_responder(data: bytes, slow_s: float):
+    serve_file = file_responder(data)
+
+    def respond(handler) -> None:
+        time.sleep(slow_s)
+        serve_file(handler)
+
+    return respond
+
+
+def video_urls(port: int, count: int, slow_every: int) -> list[str]:
+    """`count` URLs of the served video; with `slow_every` N, every N-th is a slow host's."""
+    def folder(index: int) -> str:
+        return "slow" if slow_every and index % slow_every == slow_every - 1 else "v"
+
+    return [f"http://127.0.0.1:{port}/{folder(i)}/{i}.mp4" for i in range(count)]
 
 
 def plain_share(urls: list[str], threads: int, folder: str) -> float:
@@ -195,9 +223,12 @@ def with_spark(urls: list[str], work: Path, args: argparse.Namespace, server_pid
     from jobs.context import JobContext, open_context
     from jobs.lake import Lake
 
-    overrides = ["download.allow_hosts=[127.0.0.1]", f"download.concurrency={args.concurrency}",
-                 f"download.commit_every={args.commit_every}"]
+    overrides = ["download.allow_hosts=[127.0.0.1]", f"download.concurrency={args.concurrency}"]
+    if args.commit_every is not None:
+        overrides.append(f"download.commit_every={args.commit_every}")
+    overrides += args.set
     cfg = load_config("local", [f"lake.root={work / 'lake'}", f"spark.master={args.master}", *overrides])
+    args.commit_every = cfg.get("download.commit_every")
     ctx = open_context(cfg)
     try:
         warm_lake = Lake(ctx.spark, str(work / "warm-up-lake"), cfg.get("lake.engine"))
@@ -220,11 +251,11 @@ def main() -> None:
     data = video.read_bytes()
     work = Path(tempfile.mkdtemp(prefix="vidlake-bench-download-"))
     ports, stop = SPAWN.Queue(), SPAWN.Event()
-    server = SPAWN.Process(target=serve, args=(data, ports, stop), daemon=True)
+    server = SPAWN.Process(target=serve, args=(data, ports, stop, args.slow_s), daemon=True)
     server.start()
     try:
         port = ports.get(timeout=60)
-        urls = [f"http://127.0.0.1:{port}/v/{i}.mp4" for i in range(args.videos)]
+        urls = video_urls(port, args.videos, args.slow_every)
         processes = local_cores(args.master)
         timings: dict[str, tuple[float, float]] = {}
         before = cpu_seconds(server.pid)
@@ -244,7 +275,9 @@ def print_table(args: argparse.Namespace, video: Path, size: int, processes: int
     baseline = timings[PLAIN][0]
     print(f"\ninput: {video.name} ({size / 1e6:.2f} MB) served from 127.0.0.1 under {args.videos} URLs by a "
           f"server process of its own; {processes} processes / Spark tasks x {args.concurrency} downloads in "
-          f"flight; Spark {args.master}, commit every {args.commit_every}, warm-up {args.warm_up} videos")
+          f"flight; Spark {args.master}, commit every {args.commit_every}, warm-up {args.warm_up} videos"
+          f"{'; ' + ', '.join(args.set) if args.set else ''}"
+          f"{f'; every {args.slow_every}th URL answers after {args.slow_s:g} s' if args.slow_every else ''}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
           f"(1 min, at the end), Python {platform.python_version()}")
     print(f"server CPU: {served[0]:.2f} s for the plain loop and the udf together, "
