@@ -168,7 +168,7 @@ class VideoDecoder:
         self.summary = DecodeSummary()
         self._container = None
         self._stream = None
-        self._timestamps: _SparseDecoding | None = None
+        self._sparse: _SparseDecoding | None = None
         self._last_index = -1
         self.info: VideoInfo | None = None
 
@@ -188,7 +188,7 @@ class VideoDecoder:
             # invisible at the few hundred pixels detectors look at. Never for frames that are kept.
             stream.codec_context.options = {"skip_loop_filter": "all"}
         if self.skip_nonref and _packets_carry_times(self._container):
-            self._timestamps = _SparseDecoding(stream.codec_context, self.large_nonref_ratio)
+            self._sparse = _SparseDecoding(stream.codec_context, self.large_nonref_ratio)
         self._stream = stream
         self.info = _stream_info(stream)
         return self
@@ -200,11 +200,6 @@ class VideoDecoder:
         if self._container is not None:
             self._container.close()
             self._container = None
-
-    @property
-    def skips_frames(self) -> bool:
-        """Whether this video's non-reference frames are skipped (see `skip_nonref`)."""
-        return self._timestamps is not None
 
     def batches(self) -> Iterator[FrameBatch]:
         if self._stream is None or self.info is None:
@@ -237,8 +232,8 @@ class VideoDecoder:
     def _index_of(self, frame: av.VideoFrame) -> int:
         """The frame's number: its rank among the packets' timestamps when frames are skipped (a
         decoder hands out a frame only after every packet shown before it), else the next number."""
-        if self._timestamps is not None and frame.pts is not None:
-            self._last_index = self._timestamps.rank(frame.pts)
+        if self._sparse is not None and frame.pts is not None:
+            self._last_index = self._sparse.rank(frame.pts)
         else:
             self._last_index += 1
         return self._last_index
@@ -254,10 +249,10 @@ class VideoDecoder:
 
     def _finish(self, decoded_times: list[np.ndarray], last: av.VideoFrame) -> None:
         """Every frame's time and the end of the last: the packets' when frames were skipped."""
-        if self._timestamps is not None:
+        if self._sparse is not None:
             time_base = self.info.time_base
-            self.summary.times = self._timestamps.seconds(time_base)
-            self.summary.end_time = self._timestamps.end(time_base) or float(self.summary.times[-1] + 1 / self.info.fps)
+            self.summary.times = self._sparse.seconds(time_base)
+            self.summary.end_time = self._sparse.end(time_base) or float(self.summary.times[-1] + 1 / self.info.fps)
             return
         self.summary.times = np.concatenate(decoded_times)
         self.summary.end_time = float(self.summary.times[-1]) + self._frame_duration(last)
@@ -265,10 +260,10 @@ class VideoDecoder:
     def _frames(self) -> Iterator[av.VideoFrame]:
         decoded = 0
         try:
-            if self._timestamps is None:
+            if self._sparse is None:
                 packets_frames = self._container.decode(self._stream)
             else:
-                packets_frames = self._timestamps.decode(self._container.demux(self._stream))
+                packets_frames = self._sparse.decode(self._container.demux(self._stream))
             for frame in packets_frames:
                 yield frame
                 decoded += 1
