@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -34,7 +35,7 @@ from udfs.fetch import VIDEO_FILES_DTYPES, Cutoff, download_batch
 from udfs.fetch_base import FetchFailure, FetchSettings
 from udfs.fetch_http import backoff_s
 from udfs.fetch_safety import blocked_reason, check_address, parse_http_url, resolve_checked
-from udfs.fetch_ytdlp import check_hosts, media_urls
+from udfs.fetch_ytdlp import RefusedConnection, check_hosts, connections_checked, media_urls
 from udfs.probe import sniff_container
 
 GOOD_VIDEOS = ("bikes", "carphone_pristine", "bigbuckbunny", "transnetv2_test")
@@ -579,6 +580,37 @@ def test_real_ytdlp_is_stopped_before_a_media_url_on_a_blocked_address(tmp_path)
         assert server.count("/bikes.mp4") == 1  # the allowed page's video, once
     assert result["status"].tolist() == [status.BLOCKED_URL, status.OK], result["error"].tolist()
     assert "the media URL yt-dlp chose: 127.0.0.2 is a loopback address" in result["error"][0]
+
+
+def test_real_ytdlp_following_a_redirect_to_a_blocked_address_is_stopped_at_the_connection(tmp_path):
+    pytest.importorskip("yt_dlp")
+    with LoopbackServer() as server:
+        media = server.url("/media.mp4")  # allowed, so it passes the check of yt-dlp's chosen URLs
+        server.routes["/media.mp4"] = redirect_responder(server.url("/bikes.mp4", host="127.0.0.2"))
+        server.routes["/bikes.mp4"] = file_responder(packaged_video("bikes").read_bytes())
+        page = f"<!DOCTYPE html><html><body><video src='{media}'></video></body></html>".encode()
+        server.routes["/watch"] = file_responder(page, "text/html")
+        rows = pd.DataFrame({"video_id": [row_id("yt-redirect-blocked")], "url": [server.url("/watch")]})
+        result = download_batch(rows, settings_dict(tmp_path / "blobs", ytdlp={"hosts": ["127.0.0.1"]}))
+        assert server.count("/bikes.mp4") == 0
+    assert result["status"][0] == status.BLOCKED_URL, result["error"][0]
+    assert "yt-dlp was stopped connecting: 127.0.0.2 is a loopback address" in result["error"][0]
+
+
+def test_connections_are_checked_only_in_the_guarded_thread():
+    with LoopbackServer() as server:
+        with connections_checked(("127.0.0.1",)) as refused:
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()  # allowed
+            with pytest.raises(RefusedConnection):
+                socket.create_connection(("127.0.0.2", server.port), timeout=5)
+            with pytest.raises(RefusedConnection):
+                socket.create_connection(("::1", server.port), timeout=5)
+        assert [reason.split(";")[0] for reason in refused] == ["127.0.0.2 is a loopback address",
+                                                                "::1 is a loopback address"]
+        with connections_checked(()):
+            other = ThreadPoolExecutor(1).submit(socket.create_connection, ("127.0.0.1", server.port), 5)
+            other.result().close()  # another thread connects unchecked
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).close()  # and so does this one, after
 
 
 def test_retry_attempts_count_up_from_the_previous_row(tmp_path):
