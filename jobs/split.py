@@ -55,7 +55,7 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
         log.done(0, 0, detector=detector, note="nothing pending")
         return 0
     log.note(f"{count} videos to split with {detector}, materialize={conf['materialize']}")
-    partitions = max(1, math.ceil(count / int(conf["videos_per_task"])))
+    partitions = split_partitions(count, int(conf["videos_per_task"]), ctx.spark.sparkContext.defaultParallelism)
     rows = split_videos(ctx, todo.repartition(partitions), conf, detector)
     # Splitting decodes every frame: run it exactly once, whatever the two writes read.
     rows = rows.localCheckpoint(eager=True)
@@ -71,6 +71,12 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     rows.unpersist()
     log.done(count, failed, clips=clip_count, warnings=warned, detector=detector, materialize=conf["materialize"])
     return 0
+
+
+def split_partitions(videos: int, videos_per_task: int, parallelism: int) -> int:
+    """Tasks for `videos`: `split.videos_per_task` each, but as many as the cluster runs at once
+    when there are enough videos, so a handful of long videos is not split on one core."""
+    return max(1, math.ceil(videos / videos_per_task), min(videos, parallelism))
 
 
 def split_conf(ctx: JobContext) -> dict:

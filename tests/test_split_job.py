@@ -118,3 +118,10 @@ def test_spark_submit_entry_point_materializes_clips(lake, spark):
     clip_files = sorted((Path(lake.root) / "blobs" / "clips" / "carphone").glob("*.mp4"))
     assert len(clip_files) == 1 and frame_count(str(clip_files[0])) == 120
     assert lake.read("clips").first().uri == str(clip_files[0])
+
+
+def test_a_few_long_videos_get_a_task_each_and_many_videos_videos_per_task_each():
+    assert split_job.split_partitions(2, videos_per_task=4, parallelism=8) == 2  # not one task on one core
+    assert split_job.split_partitions(20, videos_per_task=4, parallelism=8) == 8
+    assert split_job.split_partitions(1000, videos_per_task=4, parallelism=8) == 250
+    assert split_job.split_partitions(0, videos_per_task=4, parallelism=8) == 1
