@@ -52,6 +52,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pandas as pd  # noqa: E402
 from loopback_server import LoopbackServer, file_responder  # noqa: E402
+from process_cpu import cpu_seconds  # noqa: E402
 
 from udfs.sample_videos import missing_reason, packaged_videos  # noqa: E402
 
@@ -84,26 +85,6 @@ def local_cores(master: str) -> int:
     if master.startswith("local[") and inside == "*":
         return os.cpu_count() or 1
     return int(inside) if master.startswith("local[") and inside.isdigit() else 2
-
-
-def cpu_seconds(pid: int, skip: frozenset = frozenset()) -> float:
-    """CPU time of `pid` and its descendants (and their reaped children), leaving out `skip`."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents, times = {}, {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = sum(int(f) for f in fields[11:15]) / tick
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        if current not in skip:
-            total += times.get(current, 0.0)
-            todo += [child for child, parent in parents.items() if parent == current]
-    return total
 
 
 def serve(data: bytes, ports, stop, slow_s: float) -> None:

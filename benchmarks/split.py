@@ -16,6 +16,11 @@ PySceneDetect also run in the *threads* layout (one process on all N cores, FFmp
 how PySceneDetect is used on its own), and each ratio is against the faster of the two layouts, so
 the ceiling is never the slow one.
 
+vidlake-job is the Spark job itself, `vidlake split` with the content detector, on `local[N]` in one
+process tree pinned to the N cores, timed from the job's start to its Delta commits (its session,
+tables and a warm-up job on other videos come first, untimed); its CPU is the whole tree's (JVM and
+Python workers). It runs the udf of the vidlake row, so its cuts are that row's.
+
 Decoder settings: decode-only decodes exactly as the udf's decoder does for the content detector
 (udfs.decode.VideoDecoder with conf `split.decode`: threads; skip_loop_filter, which skips H.264
 deblocking; skip_nonref, which skips the non-reference frames whose packets are small), converting
@@ -45,10 +50,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-METHODS = ("decode-only", "decode-every-frame", "decode-full", "pyscenedetect", "vidlake")
-# The layouts each method runs in on more than one core (see above); on one core they are the same.
+from process_cpu import cpu_seconds  # noqa: E402
+
+METHODS = ("decode-only", "decode-every-frame", "decode-full", "pyscenedetect", "vidlake", "vidlake-job")
+# The layouts each method runs in on more than one core (see above); on one core they are the same,
+# but for the job, which is always one Spark session (local[N]) on all N cores.
 LAYOUTS = {"decode-only": ("tasks", "threads"), "decode-every-frame": ("tasks",), "decode-full": ("tasks",),
-           "pyscenedetect": ("tasks", "threads"), "vidlake": ("tasks",)}
+           "pyscenedetect": ("tasks", "threads"), "vidlake": ("tasks",), "vidlake-job": ("spark",)}
 TOLERANCE = 2
 FPS = 25
 SIZE = (1920, 1080)
@@ -158,7 +166,7 @@ class Run:
 def best_runs(repeats: int, cores: int, videos: list[dict], overrides: list[str]) -> dict[tuple[str, str], Run]:
     """The best run of each method in each of its layouts: `repeats` rounds, interleaved so that a
     change of load hits every method alike; the fastest wall time and the least CPU time count."""
-    keys = [(method, layout) for method in METHODS for layout in (LAYOUTS[method] if cores > 1 else ("tasks",))]
+    keys = [(method, layout) for method in METHODS for layout in layouts(method, cores)]
     best: dict[tuple[str, str], Run] = {}
     for _ in range(repeats):
         for key in keys:
@@ -167,6 +175,12 @@ def best_runs(repeats: int, cores: int, videos: list[dict], overrides: list[str]
                 run = Run(min(run.seconds, best[key].seconds), min(run.cpu, best[key].cpu), run.cuts)
             best[key] = run
     return best
+
+
+def layouts(method: str, cores: int) -> tuple[str, ...]:
+    if cores == 1 and "spark" not in LAYOUTS[method]:
+        return ("tasks",)
+    return LAYOUTS[method]
 
 
 def run_layout(method: str, layout: str, cores: int, videos: list[dict], overrides: list[str]) -> Run:
@@ -194,7 +208,7 @@ def run_layout(method: str, layout: str, cores: int, videos: list[dict], overrid
         outputs.append(json.loads(stdout.strip().splitlines()[-1]))
     seconds = max(out["end"] for out in outputs) - min(out["start"] for out in outputs)
     cpu = sum(out["cpu"] for out in outputs)
-    if method.startswith("decode"):
+    if any(out["cuts"] is None for out in outputs):
         return Run(seconds, cpu, None)
     cuts: list = [None] * len(videos)
     for share, out in zip(shares, outputs, strict=True):
@@ -218,13 +232,16 @@ def run_worker(method: str, threads: int, videos: list[dict], overrides: list[st
     import cv2
 
     cv2.setNumThreads(threads)
-    run = {"decode-only": decode_only, "decode-every-frame": decode_every_frame, "decode-full": decode_full,
-           "pyscenedetect": pyscenedetect_defaults, "vidlake": vidlake_udf}[method](threads, split_conf(overrides))
+    if method == "vidlake-job":
+        run = vidlake_job(threads, overrides, videos)
+    else:
+        run = {"decode-only": decode_only, "decode-every-frame": decode_every_frame, "decode-full": decode_full,
+               "pyscenedetect": pyscenedetect_defaults, "vidlake": vidlake_udf}[method](threads, split_conf(overrides))
     print("ready", flush=True)
     sys.stdin.readline()
-    start, cpu = time.monotonic(), time.process_time()
+    start, cpu = time.monotonic(), cpu_seconds(os.getpid())
     cuts = run(videos)
-    print(json.dumps({"start": start, "end": time.monotonic(), "cpu": time.process_time() - cpu, "cuts": cuts}))
+    print(json.dumps({"start": start, "end": time.monotonic(), "cpu": cpu_seconds(os.getpid()) - cpu, "cuts": cuts}))
 
 
 def split_conf(overrides: list[str]) -> dict:
@@ -300,6 +317,46 @@ def vidlake_udf(threads: int, conf: dict):
     splitter = SceneSplitter(conf, "content")
     splitter.load()
     return lambda videos: [splitter.split_video(f"bench{i}", v["path"]).cuts for i, v in enumerate(videos)]
+
+
+def vidlake_job(threads: int, overrides: list[str], videos: list[dict]):
+    """`vidlake split` (content, conf defaults) on Spark local[threads], over a lake whose video_files
+    are the videos; set up (session, tables, and a warm-up job on other videos that starts the
+    Python workers) before the clock starts. It returns no cuts: it runs the udf of the row above."""
+    import argparse
+    import atexit
+    import contextlib
+    import shutil
+    import tempfile
+
+    from jobs import split as split_job
+    from jobs.config import load_config
+    from jobs.context import JobContext, open_context
+    from jobs.lake import Lake
+    from udfs.sample_videos import packaged_videos
+
+    work = tempfile.mkdtemp(prefix="vidlake-bench-split-job-")
+    atexit.register(shutil.rmtree, work, True)
+    cfg = load_config("local", [f"lake.root={work}/warm-up", f"spark.master=local[{threads}]", *overrides])
+    args = argparse.Namespace(detector="content", retry_errors=False)
+
+    def lake_of(name: str, uris: list[str]) -> JobContext:
+        lake = Lake(context.spark, f"{work}/{name}", cfg.get("lake.engine"))
+        rows = [(f"{name}{i}", "ok", uri) for i, uri in enumerate(uris)]
+        lake.append(context.spark.createDataFrame(rows, "video_id string, status string, uri string"), "video_files")
+        return JobContext(cfg, context.spark, lake)
+
+    with contextlib.redirect_stdout(sys.stderr):  # the job's summary lines; stdout is the worker's protocol
+        context = open_context(cfg)
+        context.spark.sparkContext.setLogLevel("ERROR")
+        split_job.run(lake_of("warm", [str(packaged_videos()["bikes"])] * threads), args)
+        timed = lake_of("bench", [v["path"] for v in videos])
+
+    def run(_videos: list[dict]) -> None:
+        with contextlib.redirect_stdout(sys.stderr):
+            split_job.run(timed, args)
+
+    return run
 
 
 def score(found: list[list[int]] | None, videos: list[dict]) -> tuple[str, str]:

@@ -63,14 +63,29 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     errors = rows.where(F.col("split_error").isNotNull()).select(
         "video_id", "detector", F.col("split_error").alias("reason"), F.col("created_at").alias("recorded_at")
     )
+    clip_count, failed, warned = outcome(rows)
     ctx.lake.append(clips, "clips")
-    ctx.lake.upsert(errors, "split_errors")
-    clip_count, error_videos = clips.count(), errors.select("video_id").distinct()
-    failed = error_videos.join(clips.select("video_id").distinct(), "video_id", "left_anti").count()
-    warned = error_videos.count() - failed
+    if failed or warned:
+        ctx.lake.upsert(errors, "split_errors")
     rows.unpersist()
     log.done(count, failed, clips=clip_count, warnings=warned, detector=detector, materialize=conf["materialize"])
     return 0
+
+
+def outcome(rows: DataFrame) -> tuple[int, int, int]:
+    """(clips, videos with an error row and no clip, videos with both), in one pass over the rows."""
+    per_video = rows.groupBy("video_id").agg(
+        F.count(F.when(F.col("split_error").isNull(), 1)).alias("clips"),
+        F.count(F.when(F.col("split_error").isNotNull(), 1)).alias("errors"),
+    )
+    errors_only = (F.col("errors") > 0) & (F.col("clips") == 0)
+    both = (F.col("errors") > 0) & (F.col("clips") > 0)
+    totals = per_video.agg(
+        F.coalesce(F.sum("clips"), F.lit(0)).alias("clips"),
+        F.count(F.when(errors_only, 1)).alias("failed"),
+        F.count(F.when(both, 1)).alias("warned"),
+    ).first()
+    return int(totals["clips"]), int(totals["failed"]), int(totals["warned"])
 
 
 def split_partitions(videos: int, videos_per_task: int, parallelism: int) -> int:
