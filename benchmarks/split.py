@@ -18,7 +18,7 @@ the ceiling is never the slow one.
 
 vidlake-job is the Spark job itself, `vidlake split` with the content detector, on `local[N]` in one
 process tree pinned to the N cores, timed from the job's start to its Delta commits (its session,
-tables and a warm-up job on other videos come first, untimed); its CPU is the whole tree's (JVM and
+tables and a warm-up job over the same videos in another lake come first, untimed); its CPU is the whole tree's (JVM and
 Python workers). It runs the udf of the vidlake row, so its cuts are that row's.
 
 Decoder settings: decode-only decodes exactly as the udf's decoder does for the content detector
@@ -321,8 +321,9 @@ def vidlake_udf(threads: int, conf: dict):
 
 def vidlake_job(threads: int, overrides: list[str], videos: list[dict]):
     """`vidlake split` (content, conf defaults) on Spark local[threads], over a lake whose video_files
-    are the videos; set up (session, tables, and a warm-up job on other videos that starts the
-    Python workers) before the clock starts. It returns no cuts: it runs the udf of the row above."""
+    are the videos; set up before the clock starts: the session, the tables, and a warm-up job over
+    the same videos in a lake of its own (Python workers started, the JVM's code compiled, as for
+    every task but the first of a long job). It returns no cuts: it runs the udf of the row above."""
     import argparse
     import atexit
     import contextlib
@@ -333,11 +334,10 @@ def vidlake_job(threads: int, overrides: list[str], videos: list[dict]):
     from jobs.config import load_config
     from jobs.context import JobContext, open_context
     from jobs.lake import Lake
-    from udfs.sample_videos import packaged_videos
 
     work = tempfile.mkdtemp(prefix="vidlake-bench-split-job-")
     atexit.register(shutil.rmtree, work, True)
-    cfg = load_config("local", [f"lake.root={work}/warm-up", f"spark.master=local[{threads}]", *overrides])
+    cfg = load_config("local", [f"lake.root={work}", f"spark.master=local[{threads}]", *overrides])
     args = argparse.Namespace(detector="content", retry_errors=False)
 
     def lake_of(name: str, uris: list[str]) -> JobContext:
@@ -349,7 +349,7 @@ def vidlake_job(threads: int, overrides: list[str], videos: list[dict]):
     with contextlib.redirect_stdout(sys.stderr):  # the job's summary lines; stdout is the worker's protocol
         context = open_context(cfg)
         context.spark.sparkContext.setLogLevel("ERROR")
-        split_job.run(lake_of("warm", [str(packaged_videos()["bikes"])] * threads), args)
+        split_job.run(lake_of("warm", [v["path"] for v in videos]), args)
         timed = lake_of("bench", [v["path"] for v in videos])
 
     def run(_videos: list[dict]) -> None:
