@@ -89,9 +89,11 @@ def outcome(rows: DataFrame) -> tuple[int, int, int]:
 
 
 def split_partitions(videos: int, videos_per_task: int, parallelism: int) -> int:
-    """Tasks for `videos`: `split.videos_per_task` each, but as many as the cluster runs at once
-    when there are enough videos, so a handful of long videos is not split on one core."""
-    return max(1, math.ceil(videos / videos_per_task), min(videos, parallelism))
+    """Tasks for `videos`: about `split.videos_per_task` each, in whole waves of the cluster's task
+    slots (one video per task at least), so no slot idles while another splits a last task: 12
+    videos on 2 slots are 4 tasks of 3, not 3 tasks of 4 (the third alone on one core)."""
+    waves = math.ceil(math.ceil(videos / videos_per_task) / parallelism)
+    return max(1, min(videos, waves * parallelism))
 
 
 def split_conf(ctx: JobContext) -> dict:

@@ -120,8 +120,9 @@ def test_spark_submit_entry_point_materializes_clips(lake, spark):
     assert lake.read("clips").first().uri == str(clip_files[0])
 
 
-def test_a_few_long_videos_get_a_task_each_and_many_videos_videos_per_task_each():
+def test_videos_are_split_in_whole_waves_of_the_task_slots():
     assert split_job.split_partitions(2, videos_per_task=4, parallelism=8) == 2  # not one task on one core
+    assert split_job.split_partitions(12, videos_per_task=4, parallelism=2) == 4  # 2 waves of 3 videos a task
     assert split_job.split_partitions(20, videos_per_task=4, parallelism=8) == 8
-    assert split_job.split_partitions(1000, videos_per_task=4, parallelism=8) == 250
+    assert split_job.split_partitions(1000, videos_per_task=4, parallelism=8) == 256  # 32 waves of ~4
     assert split_job.split_partitions(0, videos_per_task=4, parallelism=8) == 1
