@@ -57,7 +57,7 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     log.note(f"{count} videos to split with {detector}, materialize={conf['materialize']}")
     partitions = split_partitions(count, int(conf["videos_per_task"]), ctx.spark.sparkContext.defaultParallelism)
     rows = split_videos(ctx, todo.repartition(partitions), conf, detector)
-    # Splitting decodes every frame: run it exactly once, whatever the two writes read.
+    # Splitting decodes the videos: run it exactly once, whatever the summary and the writes read.
     rows = rows.localCheckpoint(eager=True)
     clips = rows.where(F.col("split_error").isNull()).drop("split_error")
     errors = rows.where(F.col("split_error").isNotNull()).select(
