@@ -260,16 +260,13 @@ def vidlake_settings(conf: dict) -> str:
 def decode_only(threads: int, conf: dict):
     """The udf's decoder for the content detector (its threads, skip_loop_filter, skip_nonref),
     decoding the frames it decodes and converting none."""
-    from udfs.decode import VideoDecoder
+    from udfs.split import conf_decoder
 
     decode = conf["decode"]
 
     def run(videos: list[dict]) -> None:
         for video in videos:
-            with VideoDecoder(video["path"], {}, batch_frames=int(decode["batch_frames"]),
-                              threads=int(decode["threads"]) or threads,
-                              skip_loop_filter=bool(decode["skip_loop_filter"]), skip_nonref=bool(decode["skip_nonref"]),
-                              large_nonref_ratio=float(decode["large_nonref_ratio"])) as decoder:
+            with conf_decoder(video["path"], {}, decode, int(decode["threads"]) or threads, False) as decoder:
                 for _ in decoder.batches():
                     pass
 

@@ -18,7 +18,6 @@ another DNS answer for a checked name cannot reach a refused address either (blo
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
 import socket
@@ -27,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urljoin
 
 from udfs.fetch_base import BLOCKED_URL, FETCH_ERROR, FETCHER_UNAVAILABLE, FetchFailure, FetchSettings
-from udfs.fetch_safety import check_address, check_every_address, parse_http_url
+from udfs.fetch_safety import check_every_address, parse_http_url
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -123,15 +122,10 @@ def _install_connect_check() -> None:
 
 
 def _check_connection(host: str, port: int, allow_hosts: tuple, refused: list[str]) -> None:
-    """The address a socket connects to; a name (which connect resolves itself) by all its addresses.
-    A name that does not resolve is left to the connect call to fail."""
+    """The address a socket connects to (a name, which connect resolves itself, by all its
+    addresses). A name that does not resolve is left to the connect call to fail."""
     try:
-        try:
-            address = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            check_every_address(host, port, allow_hosts)
-        else:
-            check_address(host, address, allow_hosts)
+        check_every_address(host, port, allow_hosts)
     except FetchFailure as failure:
         if failure.status != BLOCKED_URL:
             return

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.ids import clip_id
-from udfs.decode import DecodeError, VideoDecoder, VideoInfo, index_packets, prefetched, probe_info
+from udfs.decode import DecodeError, FrameSpec, VideoDecoder, VideoInfo, index_packets, prefetched, probe_info
 from udfs.materialize import Materializer
 from udfs.scenes import (
     ClipRules,
@@ -62,16 +62,7 @@ def detect_cuts(path: str | Path, detectors: Sequence[CutDetector], decode_conf:
     # OpenCV converts whole batches, which it splits over its threads: by default every CPU of the
     # machine, not the task's, so N one-core tasks would each run N threads.
     cv2.setNumThreads(threads)
-    decoder = VideoDecoder(
-        path,
-        specs,
-        batch_frames=int(decode_conf["batch_frames"]),
-        threads=threads,
-        interpolation=str(decode_conf["interpolation"]),
-        skip_loop_filter=bool(decode_conf["skip_loop_filter"]),
-        skip_nonref=bool(decode_conf["skip_nonref"]) and not any(d.needs_every_frame for d in detectors),
-        large_nonref_ratio=float(decode_conf["large_nonref_ratio"]),
-    )
+    decoder = conf_decoder(path, specs, decode_conf, threads, any(d.needs_every_frame for d in detectors))
     # Decoding ahead overlaps the detectors only where the task has a core to spare for it.
     depth = int(decode_conf["prefetch_batches"]) if cores > 1 else 0
     with decoder:
@@ -83,6 +74,23 @@ def detect_cuts(path: str | Path, detectors: Sequence[CutDetector], decode_conf:
     summary = decoder.summary
     timeline = Timeline(decoder.info.fps, summary.times, summary.end_time)
     return DetectedVideo(decoder.info, timeline, {d.name: d.finish(summary.num_frames) for d in detectors})
+
+
+def conf_decoder(
+    path: str | Path, specs: Mapping[str, FrameSpec], decode_conf: Mapping[str, Any], threads: int, every_frame: bool
+) -> VideoDecoder:
+    """The decoder the `split.decode` conf describes, on `threads` threads; `every_frame` (a detector
+    that needs them all) turns skip_nonref off."""
+    return VideoDecoder(
+        path,
+        specs,
+        batch_frames=int(decode_conf["batch_frames"]),
+        threads=threads,
+        interpolation=str(decode_conf["interpolation"]),
+        skip_loop_filter=bool(decode_conf["skip_loop_filter"]),
+        skip_nonref=bool(decode_conf["skip_nonref"]) and not every_frame,
+        large_nonref_ratio=float(decode_conf["large_nonref_ratio"]),
+    )
 
 
 def task_cores() -> int:
