@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import pandas as pd
 from pyspark.resource import ExecutorResourceRequests, ResourceProfile, ResourceProfileBuilder, TaskResourceRequests
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
@@ -78,19 +77,22 @@ def stage_profile(spark: SparkSession, stage_conf: Mapping[str, Any], stage: str
 
 def gpu_map(
     df: DataFrame,
-    fn: Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]],
+    fn: Callable[[Iterator[Any]], Iterator[Any]],
     schema: StructType | str,
     stage_conf: Mapping[str, Any],
     spark: SparkSession,
     stage: str = "gpu stage",
+    arrow: bool = False,
 ) -> DataFrame:
-    """`df.mapInPandas(fn, schema)` with the stage's resource profile where the cluster takes one.
+    """`df.mapInPandas(fn, schema)` (`mapInArrow` when `arrow`) with the stage's resource profile
+    where the cluster takes one.
 
     Inside `fn`, `udfs.device.task_device()` gives the GPU Spark assigned to the task."""
     profile = stage_profile(spark, stage_conf, stage)
+    apply = df.mapInArrow if arrow else df.mapInPandas
     if profile is None:
-        return df.mapInPandas(fn, schema)
-    return df.mapInPandas(fn, schema, profile=profile)
+        return apply(fn, schema)
+    return apply(fn, schema, profile=profile)
 
 
 def _announce(stage: str, message: str) -> None:

@@ -2,8 +2,10 @@
 
 A video is pending when its `video_files` row is `ok`, it has no clips yet, and no split error under
 this detector (with --retry-errors: its errors are retried). Pending videos, with the clip hints
-their source shipped (`videos.clip_hints`), go through udfs.split.SceneSplitter in mapInPandas, a few
-videos per task; the output is computed once (a local checkpoint) and written to both tables.
+their source shipped (`videos.clip_hints`), go through udfs.split.SceneSplitter in mapInArrow, a few
+videos per task. Each task writes its clips as a parquet file of the table itself and reports the
+file, its error rows and its counts; the driver commits the clips files in one transaction and
+upserts the errors. The videos are decoded once, and no clip row is held by Spark or read twice.
 TransNetV2 runs under the stage's GPU resource profile where the cluster takes one (jobs.gpu).
 """
 from __future__ import annotations
@@ -13,27 +15,35 @@ import json
 import math
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pandas as pd
-from pyspark.sql import DataFrame
+import pyarrow as pa
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import ArrayType, LongType, StructField, StructType
 
 from jobs.context import JobContext
 from jobs.gpu import gpu_map
+from jobs.lake import WRITTEN_FILES, TableFiles
 from jobs.progress import StageLog
-from schemas.tables import CLIPS
+from schemas.tables import CLIPS, SPLIT_ERRORS
 from udfs.errors import VidlakeError
 from udfs.scenes import DETECTORS
 
 STAGE = "split"
 INPUT_COLUMNS = ("video_id", "uri", "clip_hints")
-# The udf's rows: CLIPS with every column nullable (an error row has only video_id, detector,
-# created_at) plus the error.
-OUTPUT_SCHEMA = StructType(
-    [StructField(f.name, f.dataType, True) for f in CLIPS.fields] + [StructField("split_error", StringType(), True)]
+# What each task reports: the clips files it wrote, its error rows, its counts.
+TASK_REPORT = StructType(
+    [
+        StructField("clip_files", ArrayType(WRITTEN_FILES), False),
+        StructField("errors", ArrayType(SPLIT_ERRORS), False),
+        *(StructField(count, LongType(), False) for count in ("clips", "failed", "warned")),
+    ]
 )
+TASK_REPORT_ARROW = to_arrow_schema(TASK_REPORT, timezone="UTC")
+CLIPS_ARROW = to_arrow_schema(CLIPS, timezone="UTC")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,36 +66,54 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
         return 0
     log.note(f"{count} videos to split with {detector}, materialize={conf['materialize']}")
     partitions = split_partitions(count, int(conf["videos_per_task"]), ctx.spark.sparkContext.defaultParallelism)
-    rows = split_videos(ctx, todo.repartition(partitions), conf, detector)
-    # Splitting decodes the videos: run it exactly once, whatever the summary and the writes read.
-    rows = rows.localCheckpoint(eager=True)
-    clips = rows.where(F.col("split_error").isNull()).drop("split_error")
-    errors = rows.where(F.col("split_error").isNotNull()).select(
-        "video_id", "detector", F.col("split_error").alias("reason"), F.col("created_at").alias("recorded_at")
-    )
-    clip_count, failed, warned = outcome(rows)
-    ctx.lake.append(clips, "clips")
-    if failed or warned:
-        ctx.lake.upsert(errors, "split_errors")
-    rows.unpersist()
-    log.done(count, failed, clips=clip_count, warnings=warned, detector=detector, materialize=conf["materialize"])
+    clip_files = ctx.lake.table_files("clips")
+    outcome = SplitOutcome()
+    for report in split_videos(ctx, todo.repartition(partitions), conf, detector, clip_files).collect():
+        outcome.add_report(report)
+    ctx.lake.commit_files("clips", clip_files, outcome.clip_files)
+    if outcome.errors:
+        ctx.lake.upsert(ctx.spark.createDataFrame(outcome.errors, SPLIT_ERRORS), "split_errors")
+    log.done(count, outcome.failed, clips=outcome.clips, warnings=outcome.warned, detector=detector,
+             materialize=conf["materialize"])
     return 0
 
 
-def outcome(rows: DataFrame) -> tuple[int, int, int]:
-    """(clips, videos with an error row and no clip, videos with both), in one pass over the rows."""
-    per_video = rows.groupBy("video_id").agg(
-        F.count(F.when(F.col("split_error").isNull(), 1)).alias("clips"),
-        F.count(F.when(F.col("split_error").isNotNull(), 1)).alias("errors"),
-    )
-    errors_only = (F.col("errors") > 0) & (F.col("clips") == 0)
-    both = (F.col("errors") > 0) & (F.col("clips") > 0)
-    totals = per_video.agg(
-        F.coalesce(F.sum("clips"), F.lit(0)).alias("clips"),
-        F.count(F.when(errors_only, 1)).alias("failed"),
-        F.count(F.when(both, 1)).alias("warned"),
-    ).first()
-    return int(totals["clips"]), int(totals["failed"]), int(totals["warned"])
+@dataclass
+class SplitOutcome:
+    """What splitting reported: the clips files to commit, the error rows, the counts (a video with
+    an error and no clip is failed, one with both warned). Each task fills one from its videos'
+    udf rows; the driver adds up the tasks' reports."""
+
+    clip_files: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    clips: int = 0
+    failed: int = 0
+    warned: int = 0
+
+    def add_video(self, rows: list[dict]) -> list[dict]:
+        """Counts one video's udf rows and keeps its error rows; returns its clip rows."""
+        clips = [row for row in rows if row["split_error"] is None]
+        errors = [_error_row(row) for row in rows if row["split_error"] is not None]
+        self.clips += len(clips)
+        self.failed += bool(errors and not clips)
+        self.warned += bool(errors and clips)
+        self.errors += errors
+        return clips
+
+    def add_report(self, report: Row) -> None:
+        self.clip_files += [written.asDict() for written in report.clip_files]
+        self.errors += report.errors
+        self.clips += report.clips
+        self.failed += report.failed
+        self.warned += report.warned
+
+    def report_batch(self) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pylist([asdict(self)], schema=TASK_REPORT_ARROW)
+
+
+def _error_row(row: dict) -> dict:
+    return {"video_id": row["video_id"], "detector": row["detector"], "reason": row["split_error"],
+            "recorded_at": row["created_at"]}
 
 
 def split_partitions(videos: int, videos_per_task: int, parallelism: int) -> int:
@@ -116,22 +144,25 @@ def pending_videos(ctx: JobContext, detector: str, retry_errors: bool) -> DataFr
     return todo.join(hints, "video_id", "left").select(*INPUT_COLUMNS)
 
 
-def split_videos(ctx: JobContext, videos: DataFrame, conf: Mapping[str, Any], detector: str) -> DataFrame:
-    """mapInPandas of the split udf; TransNetV2 under the GPU resource profile, the rest on CPUs."""
-    fn = partition_splitter(conf, detector)
+def split_videos(ctx: JobContext, videos: DataFrame, conf: Mapping[str, Any], detector: str,
+                 clip_files: TableFiles) -> DataFrame:
+    """The tasks' reports (TASK_REPORT) of the split udf; TransNetV2 under the GPU resource profile,
+    the rest on CPUs."""
+    fn = partition_splitter(conf, detector, clip_files)
     if detector == "transnetv2":
-        return gpu_map(videos, fn, OUTPUT_SCHEMA, conf["gpu"], ctx.spark, STAGE)
-    return videos.mapInPandas(fn, OUTPUT_SCHEMA)
+        return gpu_map(videos, fn, TASK_REPORT, conf["gpu"], ctx.spark, STAGE, arrow=True)
+    return videos.mapInArrow(fn, TASK_REPORT)
 
 
-def partition_splitter(conf: Mapping[str, Any], detector: str):
-    """The mapInPandas function: one SceneSplitter per Python worker, one video's rows at a time."""
+def partition_splitter(conf: Mapping[str, Any], detector: str, clip_files: TableFiles):
+    """The mapInArrow function: one SceneSplitter per Python worker, one video at a time; the task
+    writes its clips itself (one file) and reports it with its error rows and counts."""
     settings = dict(conf)
     conf_key = json.dumps([settings, detector], sort_keys=True, default=str)
 
-    def split_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def split_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from udfs.device import cached_model, task_device
-        from udfs.split import OUTPUT_COLUMNS, SceneSplitter
+        from udfs.split import SceneSplitter
 
         use_gpu = detector == "transnetv2" and bool(settings["gpu"]["use_gpu"])
         device = task_device(prefer_gpu=use_gpu)
@@ -139,10 +170,17 @@ def partition_splitter(conf: Mapping[str, Any], detector: str):
             ("scene-splitter", conf_key, device),
             lambda: SceneSplitter(settings, detector, clip_root=settings["clip_root"], device=device),
         )
-        for batch in batches:
-            for video in batch.itertuples(index=False):
-                rows = splitter.split_one(video.video_id, video.uri, video.clip_hints)
-                yield pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
+        outcome = SplitOutcome()
+
+        def clip_batches() -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                for video in batch.to_pandas().itertuples(index=False):
+                    clips = outcome.add_video(splitter.split_one(video.video_id, video.uri, video.clip_hints))
+                    if clips:
+                        yield pa.RecordBatch.from_pylist(clips, schema=CLIPS_ARROW)  # takes CLIPS' columns
+
+        outcome.clip_files = clip_files.write(clip_batches())
+        yield outcome.report_batch()
 
     return split_partition
 

@@ -105,6 +105,18 @@ def test_hints_detector_uses_the_spans_the_source_shipped(ctx, spark):
     assert set(ctx.lake.read("clips").toPandas()["video_id"]) == {"bikes", "carphone"}
 
 
+def test_transnetv2_splits_through_the_gpu_stage_on_a_machine_without_one(ctx, spark):
+    bikes = str(packaged_video("bikes"))
+    add_video_files(ctx.lake, spark, {"bikes": ("ok", bikes)})
+    ctx.cfg.set("split.clips.min_clip_s", 0.5)  # TransNetV2 cuts bikes into six short scenes
+    assert split(ctx, detector="transnetv2") == 0
+
+    clips = ctx.lake.read("clips").orderBy("start_frame").toPandas()
+    assert len(clips) >= 1 and (clips["detector"] == "transnetv2").all()
+    assert clips["end_frame"].max() <= frame_count(bikes)
+    assert not ctx.lake.exists("split_errors")
+
+
 def test_spark_submit_entry_point_materializes_clips(lake, spark):
     carphone = str(packaged_video("carphone_pristine"))
     add_video_files(lake, spark, {"carphone": ("ok", carphone)})
