@@ -18,8 +18,11 @@ the ceiling is never the slow one.
 
 vidlake-job is the Spark job itself, `vidlake split` with the content detector, on `local[N]` in one
 process tree pinned to the N cores, timed from the job's start to its Delta commits (its session,
-tables and a warm-up job over the same videos in another lake come first, untimed); its CPU is the whole tree's (JVM and
-Python workers). It runs the udf of the vidlake row, so its cuts are that row's.
+tables and a warm-up job over the same videos in another lake come first, untimed); its CPU is the
+whole tree's (JVM and Python workers). It runs the udf of the vidlake row, so its cuts are that
+row's. A run has a fixed cost (finding and counting the pending videos, starting the tasks,
+committing: about 1 s here), which a run of a few videos cannot spread: time the job on 24 videos
+or more to see its rate on a long run.
 
 Decoder settings: decode-only decodes exactly as the udf's decoder does for the content detector
 (udfs.decode.VideoDecoder with conf `split.decode`: threads; skip_loop_filter, which skips H.264
@@ -28,9 +31,10 @@ nothing, so the ratio to it is the udf's own overhead. decode-every-frame decode
 the same threads and skip_loop_filter (what skipping frames saves); decode-full decodes every frame
 with deblocking, as PySceneDetect (OpenCV) and players do.
 
-Target: vidlake >= 0.8x decode-only and >= 2x PySceneDetect's defaults, recall no lower.
+Target: vidlake (the udf and the job) >= 0.8x decode-only and >= 2x PySceneDetect's defaults, recall no lower.
 
-    python benchmarks/split.py [--videos 2] [--seconds 30] [--repeats 3] [--workdir DIR] [--set KEY=VALUE ...]
+    python benchmarks/split.py [--videos 2] [--seconds 30] [--repeats 3] [--workdir DIR] [--methods M1,M2]
+                               [--set KEY=VALUE ...]
 
 Use an even number of videos per core count (Spark would also leave a core idle on the last one).
 """
@@ -71,7 +75,7 @@ def main() -> None:
     all_cores = len(os.sched_getaffinity(0))
     print_header(videos, args, all_cores)
     for cores in sorted({1, all_cores}):
-        print_rows(cores, best_runs(args.repeats, cores, videos, args.set), videos)
+        print_rows(cores, best_runs(args.methods, args.repeats, cores, videos, args.set), videos)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (the machine is shared: compare ratios, "
           "which come from the same run)")
 
@@ -107,12 +111,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each method's fastest counts")
     parser.add_argument("--workdir", default="/tmp/vidlake-split-bench")
+    parser.add_argument("--methods", type=methods_arg, default=METHODS, metavar="M1,M2",
+                        help=f"the methods to run, of {', '.join(METHODS)} (decode-only and pyscenedetect always "
+                        "run: the ratios are to them)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a conf override for the udf and decode-only, as `vidlake --set` takes it")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--videos-json", default="[]", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def methods_arg(text: str) -> tuple[str, ...]:
+    chosen = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = chosen - set(METHODS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}"
+        )
+    chosen |= {"decode-only", "pyscenedetect"}
+    return tuple(m for m in METHODS if m in chosen)
 
 
 def segments_for(seed: int, frames: int) -> list:
@@ -163,10 +181,11 @@ class Run:
     cuts: list | None
 
 
-def best_runs(repeats: int, cores: int, videos: list[dict], overrides: list[str]) -> dict[tuple[str, str], Run]:
+def best_runs(methods: tuple[str, ...], repeats: int, cores: int, videos: list[dict],
+              overrides: list[str]) -> dict[tuple[str, str], Run]:
     """The best run of each method in each of its layouts: `repeats` rounds, interleaved so that a
     change of load hits every method alike; the fastest wall time and the least CPU time count."""
-    keys = [(method, layout) for method in METHODS for layout in layouts(method, cores)]
+    keys = [(method, layout) for method in methods for layout in layouts(method, cores)]
     best: dict[tuple[str, str], Run] = {}
     for _ in range(repeats):
         for key in keys:

@@ -3,7 +3,8 @@
 A video is pending when its `video_files` row is `ok`, it has no clips yet, and no split error under
 this detector (with --retry-errors: its errors are retried). Pending videos, with the clip hints
 their source shipped (`videos.clip_hints`), go through udfs.split.SceneSplitter in mapInArrow, a few
-videos per task. Each task writes its clips as a parquet file of the table itself and reports the
+videos per task, in batches of `split.commit_every` videos (by a hash of the video id), one Delta
+commit each. Each task writes its clips as a parquet file of the table itself and reports the
 file, its error rows and its counts; the driver commits the clips files in one transaction and
 upserts the errors. The videos are decoded once, and no clip row is held by Spark or read twice.
 TransNetV2 runs under the stage's GPU resource profile where the cluster takes one (jobs.gpu).
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -57,6 +59,9 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     detector = args.detector or conf["detector"]
     if detector not in DETECTORS:
         raise VidlakeError(f"split.detector is {detector!r}; choose one of {', '.join(DETECTORS)}")
+    commit_every = int(conf["commit_every"])
+    if commit_every <= 0:
+        raise VidlakeError(f"split.commit_every must be positive, got {commit_every}")
     retry = bool(args.retry_errors or conf["retry_errors"])
     log = StageLog(STAGE)
     todo = pending_videos(ctx, detector, retry)
@@ -64,18 +69,47 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     if count == 0:
         log.done(0, 0, detector=detector, note="nothing pending")
         return 0
-    log.note(f"{count} videos to split with {detector}, materialize={conf['materialize']}")
+    batches = math.ceil(count / commit_every)
+    log.note(f"{count} videos to split with {detector}, materialize={conf['materialize']}, in {batches} commit(s)")
+    if batches == 1:
+        total = split_batch(ctx, todo, count, conf, detector)
+    else:
+        total = split_in_batches(ctx, todo, count, batches, conf, detector, log)
+    log.done(count, total.failed, clips=total.clips, warnings=total.warned, detector=detector,
+             materialize=conf["materialize"])
+    return 0
+
+
+def split_in_batches(ctx: JobContext, todo: DataFrame, count: int, batches: int, conf: Mapping[str, Any],
+                     detector: str, log: StageLog) -> SplitOutcome:
+    """The pending videos in `batches` batches by a hash of their id, each committed as it ends;
+    every batch takes its share of one evaluation of the pending videos."""
+    total = SplitOutcome()
+    todo = todo.persist(StorageLevel.DISK_ONLY)
+    try:
+        for batch in range(batches):
+            videos = todo.where(F.pmod(F.xxhash64("video_id"), F.lit(batches)) == batch)
+            outcome = split_batch(ctx, videos, math.ceil(count / batches), conf, detector)
+            total.add(outcome)
+            log.note(f"batch {batch + 1}/{batches} committed: {outcome.clips} clips, {outcome.failed} failed")
+    finally:
+        todo.unpersist()
+    return total
+
+
+def split_batch(ctx: JobContext, videos: DataFrame, count: int, conf: Mapping[str, Any],
+                detector: str) -> SplitOutcome:
+    """Splits about `count` videos in one Spark job and commits what its tasks wrote: the clips files
+    in one transaction, then the error rows."""
     partitions = split_partitions(count, int(conf["videos_per_task"]), ctx.spark.sparkContext.defaultParallelism)
     clip_files = ctx.lake.table_files("clips")
     outcome = SplitOutcome()
-    for report in split_videos(ctx, todo.repartition(partitions), conf, detector, clip_files).collect():
+    for report in split_videos(ctx, videos.repartition(partitions), conf, detector, clip_files).collect():
         outcome.add_report(report)
     ctx.lake.commit_files("clips", clip_files, outcome.clip_files)
     if outcome.errors:
         ctx.lake.upsert(ctx.spark.createDataFrame(outcome.errors, SPLIT_ERRORS), "split_errors")
-    log.done(count, outcome.failed, clips=outcome.clips, warnings=outcome.warned, detector=detector,
-             materialize=conf["materialize"])
-    return 0
+    return outcome
 
 
 @dataclass
@@ -103,9 +137,13 @@ class SplitOutcome:
     def add_report(self, report: Row) -> None:
         self.clip_files += [written.asDict() for written in report.clip_files]
         self.errors += report.errors
-        self.clips += report.clips
-        self.failed += report.failed
-        self.warned += report.warned
+        self.add(report)
+
+    def add(self, other: Any) -> None:
+        """Adds the counts of `other` (a task's report, a batch's outcome)."""
+        self.clips += other.clips
+        self.failed += other.failed
+        self.warned += other.warned
 
     def report_batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([asdict(self)], schema=TASK_REPORT_ARROW)

@@ -86,6 +86,35 @@ def test_split_writes_clips_and_errors_and_a_rerun_does_nothing(ctx, spark, synt
     assert len(ctx.lake.history("clips")) == 1
 
 
+def test_a_job_stopped_after_its_first_commit_resumes_without_duplicates(ctx, spark, synthetic, monkeypatch):
+    bikes, carphone = str(packaged_video("bikes")), str(packaged_video("carphone_pristine"))
+    add_video_files(ctx.lake, spark, {"synthetic": ("ok", synthetic), "bikes": ("ok", bikes),
+                                      "carphone": ("ok", carphone)})
+    ctx.cfg.set("split.clips.min_clip_s", 1.0)
+    ctx.cfg.set("split.commit_every", 1)
+    real_batch, batches_run = split_job.split_batch, []
+
+    def stop_after_one(*args, **kwargs):
+        if batches_run:
+            raise KeyboardInterrupt("stopped after the first commit")
+        batches_run.append(1)
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(split_job, "split_batch", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        split(ctx)
+    first = ctx.lake.read("clips").toPandas()  # the first batch's videos (a hash of their ids picks them)
+    assert 0 < first["video_id"].nunique() < 3 and len(ctx.lake.history("clips")) == 1
+
+    monkeypatch.setattr(split_job, "split_batch", real_batch)
+    assert split(ctx) == 0
+    clips = ctx.lake.read("clips").toPandas()
+    assert set(clips["video_id"]) == {"synthetic", "bikes", "carphone"}
+    assert clips["clip_id"].is_unique
+    kept = clips[clips["video_id"].isin(first["video_id"])]
+    assert sorted(kept["clip_id"]) == sorted(first["clip_id"])
+
+
 def test_hints_detector_uses_the_spans_the_source_shipped(ctx, spark):
     bikes, carphone = str(packaged_video("bikes")), str(packaged_video("carphone_pristine"))
     add_video_files(ctx.lake, spark, {"bikes": ("ok", bikes), "carphone": ("ok", carphone)})
