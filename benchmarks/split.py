@@ -21,8 +21,9 @@ process tree pinned to the N cores, timed from the job's start to its Delta comm
 tables and a warm-up job over the same videos in another lake come first, untimed); its CPU is the
 whole tree's (JVM and Python workers). It runs the udf of the vidlake row, so its cuts are that
 row's. A run has a fixed cost (finding and counting the pending videos, starting the tasks,
-committing: about 1 s here), which a run of a few videos cannot spread: time the job on 24 videos
-or more to see its rate on a long run.
+committing: about 1 s here), which a run of a few videos cannot spread, so the job splits
+--job-videos videos (24): the generated ones in turn, each under a video id of its own, as a long
+run would see them (every way reads the same files from the page cache).
 
 Decoder settings: decode-only decodes exactly as the udf's decoder does for the content detector
 (udfs.decode.VideoDecoder with conf `split.decode`: threads; skip_loop_filter, which skips H.264
@@ -75,7 +76,7 @@ def main() -> None:
     all_cores = len(os.sched_getaffinity(0))
     print_header(videos, args, all_cores)
     for cores in sorted({1, all_cores}):
-        print_rows(cores, best_runs(args.methods, args.repeats, cores, videos, args.set), videos)
+        print_rows(cores, best_runs(args.methods, args.repeats, cores, videos, args.set, args.job_videos), videos)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (the machine is shared: compare ratios, "
           "which come from the same run)")
 
@@ -88,21 +89,24 @@ def print_header(videos: list[dict], args: argparse.Namespace, all_cores: int) -
           f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}")
     print(f"vidlake: split udf, content detector, conf defaults{' with ' + ', '.join(args.set) if args.set else ''} "
           f"({vidlake_settings(split_conf(args.set))}), materialize=none; "
-          f"best of {args.repeats} interleaved runs\n")
+          f"best of {args.repeats} interleaved runs")
+    if "vidlake-job" in args.methods:
+        print(f"vidlake-job: {max(args.job_videos, len(videos))} videos, the generated ones in turn, "
+              "each under an id of its own")
+    print()
     print(f"{'method':<19}{'cores':>6}{'layout':>9}{'frames/s':>11}{'per core':>10}{'x decode':>10}{'x PySD':>8}"
           f"{'f/cpu-s':>10}{'precision':>11}{'recall':>8}")
 
 
 def print_rows(cores: int, runs: dict[tuple[str, str], Run], videos: list[dict]) -> None:
     """One row per method and layout; the ratios are to the faster layout of decode-only / PySceneDetect."""
-    frames = sum(v["frames"] for v in videos)
-    best = {name: max(frames / run.seconds for (method, _), run in runs.items() if method == name)
+    best = {name: max(run.frames / run.seconds for (method, _), run in runs.items() if method == name)
             for name in ("decode-only", "pyscenedetect")}
     for (method, layout), run in runs.items():
-        rate = frames / run.seconds
+        rate = run.frames / run.seconds
         precision, recall = score(run.cuts, videos)
         print(f"{method:<19}{cores:>6}{layout:>9}{rate:>11.1f}{rate / cores:>10.1f}{rate / best['decode-only']:>10.2f}"
-              f"{rate / best['pyscenedetect']:>8.2f}{frames / run.cpu:>10.1f}{precision:>11}{recall:>8}")
+              f"{rate / best['pyscenedetect']:>8.2f}{run.frames / run.cpu:>10.1f}{precision:>11}{recall:>8}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -111,6 +115,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each method's fastest counts")
     parser.add_argument("--workdir", default="/tmp/vidlake-split-bench")
+    parser.add_argument("--job-videos", type=int, default=24, metavar="N",
+                        help="videos the vidlake-job row splits: the generated ones in turn, each under an id of its "
+                        "own (a run's fixed cost is spread as on a long run); at least --videos")
     parser.add_argument("--methods", type=methods_arg, default=METHODS, metavar="M1,M2",
                         help=f"the methods to run, of {', '.join(METHODS)} (decode-only and pyscenedetect always "
                         "run: the ratios are to them)")
@@ -179,19 +186,22 @@ class Run:
     seconds: float
     cpu: float
     cuts: list | None
+    frames: int
 
 
-def best_runs(methods: tuple[str, ...], repeats: int, cores: int, videos: list[dict],
-              overrides: list[str]) -> dict[tuple[str, str], Run]:
+def best_runs(methods: tuple[str, ...], repeats: int, cores: int, videos: list[dict], overrides: list[str],
+              job_videos: int) -> dict[tuple[str, str], Run]:
     """The best run of each method in each of its layouts: `repeats` rounds, interleaved so that a
     change of load hits every method alike; the fastest wall time and the least CPU time count."""
     keys = [(method, layout) for method in methods for layout in layouts(method, cores)]
+    job_set = [videos[i % len(videos)] for i in range(max(job_videos, len(videos)))]
     best: dict[tuple[str, str], Run] = {}
     for _ in range(repeats):
         for key in keys:
-            run = run_layout(*key, cores, videos, overrides)
+            inputs = job_set if key[0] == "vidlake-job" else videos
+            run = run_layout(*key, cores, inputs, overrides)
             if key in best:
-                run = Run(min(run.seconds, best[key].seconds), min(run.cpu, best[key].cpu), run.cuts)
+                run = Run(min(run.seconds, best[key].seconds), min(run.cpu, best[key].cpu), run.cuts, run.frames)
             best[key] = run
     return best
 
@@ -227,13 +237,14 @@ def run_layout(method: str, layout: str, cores: int, videos: list[dict], overrid
         outputs.append(json.loads(stdout.strip().splitlines()[-1]))
     seconds = max(out["end"] for out in outputs) - min(out["start"] for out in outputs)
     cpu = sum(out["cpu"] for out in outputs)
+    frames = sum(v["frames"] for v in videos)
     if any(out["cuts"] is None for out in outputs):
-        return Run(seconds, cpu, None)
+        return Run(seconds, cpu, None, frames)
     cuts: list = [None] * len(videos)
     for share, out in zip(shares, outputs, strict=True):
         for index, found in zip(share, out["cuts"], strict=True):
             cuts[index] = found
-    return Run(seconds, cpu, cuts)
+    return Run(seconds, cpu, cuts, frames)
 
 
 def start_worker(method: str, cpus: list[int], videos: list[dict], overrides: list[str]) -> subprocess.Popen:
