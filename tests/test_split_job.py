@@ -14,6 +14,7 @@ from media import make_video, packaged_video, standard_segments
 
 from jobs import split as split_job
 from schemas.ids import clip_id
+from udfs.errors import VidlakeError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,6 +114,12 @@ def test_a_job_stopped_after_its_first_commit_resumes_without_duplicates(ctx, sp
     assert clips["clip_id"].is_unique
     kept = clips[clips["video_id"].isin(first["video_id"])]
     assert sorted(kept["clip_id"]) == sorted(first["clip_id"])
+
+
+def test_a_commit_size_that_is_not_positive_is_a_clear_error(ctx):
+    ctx.cfg.set("split.commit_every", 0)
+    with pytest.raises(VidlakeError, match="split.commit_every must be positive"):
+        split(ctx)
 
 
 def test_hints_detector_uses_the_spans_the_source_shipped(ctx, spark):
