@@ -312,20 +312,41 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
 
 def _read_body(response: http.client.HTTPResponse, connection, sink: BodySink, settings: FetchSettings,
                deadline: Deadline, watchdog: _Watchdog) -> None:
+    """Reads the body into the sink: what came with the headers first (enough to check it is a
+    video), then up to CHUNK_BYTES per read into the thread's buffer. Each read of the socket and
+    each write of the spool hands the GIL to another download thread, so the fewer the better."""
     expected = _content_length(response)
     sink.expect_length(expected)
-    sock = connection.raw_socket
-    while True:
-        deadline.check("the download")
-        if sock is not None:
-            sock.settimeout(max(0.01, min(settings.read_timeout_s, deadline.remaining())))
-        chunk = response.read1(CHUNK_BYTES)
-        if not chunk:
-            break
+    buffer = _thread_buffer()
+    chunk = response.read1(CHUNK_BYTES)
+    while chunk:
         sink.write(chunk)
+        deadline.check("the download")
+        _bound_read_timeout(connection.raw_socket, settings, deadline)
+        chunk = buffer[: response.readinto(buffer)]
     if watchdog.fired:
         raise FetchFailure(TIMEOUT, _over_time(settings))
     if expected is not None and sink.size < expected:
         raise FetchFailure(CONNECTION_ERROR, f"the body ended after {sink.size} of its {expected} bytes",
                            retryable=True)
     sink.finish()
+
+
+def _bound_read_timeout(sock: socket.socket | None, settings: FetchSettings, deadline: Deadline) -> None:
+    """Shortens the socket's read timeout (download.read_timeout_s) once the attempt's deadline is
+    nearer than that; the watchdog would also end the read, this only makes it end on time."""
+    remaining = deadline.remaining()
+    if sock is not None and remaining < settings.read_timeout_s:
+        sock.settimeout(max(0.01, remaining))
+
+
+def _thread_buffer() -> memoryview:
+    """A CHUNK_BYTES buffer per download thread, reused: a fresh one per download would be mapped
+    and faulted in each time."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = memoryview(bytearray(CHUNK_BYTES))
+    return buffer
+
+
+_buffers = threading.local()
