@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -90,6 +91,13 @@ class Lake:
     def overwrite(self, df: DataFrame, name: str) -> None:
         contract = table(name)
         self._engine.write(conform(df, contract), self.path(name), contract, "overwrite")
+
+    def row_count(self, name: str) -> int:
+        """The table's rows, from the Delta log's file statistics where every file has them (no
+        Spark job), else counted; 0 when the table does not exist yet."""
+        if not self.exists(name):
+            return 0
+        return self._engine.row_count(self.path(name), table(name))
 
     def table_files(self, name: str) -> TableFiles:
         """A writer of the table's parquet files, for a job whose executors write rows themselves
@@ -202,6 +210,10 @@ class DeltaSparkEngine:
         """Files written beside the table (Delta's JVM writer must add them itself)."""
         return TableFiles(f"{path.rsplit('/', 1)[0]}/_staging/files-{uuid.uuid4().hex}", contract, 1_000_000)
 
+    def row_count(self, path: str, contract: Table) -> int:
+        """Delta answers a bare count from its log's statistics."""
+        return self.read(path, contract, None).count()
+
     def commit_files(self, files: TableFiles, written: list[dict], path: str, contract: Table) -> None:
         if written:
             rows = self.spark.read.option("basePath", files.directory).parquet(files.directory)
@@ -273,6 +285,13 @@ class DeltaRsEngine:
 
     def table_files(self, path: str, contract: Table) -> TableFiles:
         return TableFiles(path, contract, self.max_rows_per_file)
+
+    def row_count(self, path: str, contract: Table) -> int:
+        actions = self._open(path).get_add_actions(flatten=True)
+        counts = pa.table(actions).column("num_records")
+        if counts.null_count:
+            return self.read(path, contract, None).count()
+        return int(pc.sum(counts).as_py() or 0)
 
     def commit_files(self, files: TableFiles, written: list[dict], path: str, contract: Table) -> None:
         self._commit(path, contract, "append", adds=written, removes=[])

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from pathlib import Path
 
 import deltalake
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
@@ -83,6 +86,31 @@ def test_pending_is_what_the_table_does_not_have_yet(spark, lake):
     lake.append(spark.createDataFrame([("c1",), ("c2",)], "clip_id string"), "scores")
     todo = spark.createDataFrame([("c1",), ("c2",), ("c3",)], "clip_id string")
     assert [r.clip_id for r in lake.pending(todo, "scores").collect()] == ["c3"]
+
+
+def test_row_count_follows_appends_upserts_and_overwrites(spark, lake):
+    assert lake.row_count("scores") == 0  # no table yet
+    lake.append(spark.createDataFrame([("c1", 1.0), ("c2", 2.0)], "clip_id string, motion double"), "scores")
+    lake.upsert(spark.createDataFrame([("c2", 5.0), ("c3", 3.0)], "clip_id string, motion double"), "scores")
+    assert lake.row_count("scores") == lake.read("scores").count() == 3
+    lake.overwrite(spark.createDataFrame([("c9", 9.0)], "clip_id string, motion double"), "scores")
+    assert lake.row_count("scores") == 1
+
+
+def test_row_count_counts_the_rows_of_files_the_log_has_no_statistics_for(spark, tmp_path):
+    """A table another writer committed without file statistics is counted, not taken as empty."""
+    from deltalake import Schema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    lake = Lake(spark, str(tmp_path / "lake"))
+    rows = pa.table({"clip_id": ["c1", "c2", "c3"]})
+    path = Path(lake.path("scores"))
+    path.mkdir(parents=True)
+    pq.write_table(rows, path / "part-0.parquet")
+    add = AddAction(path="part-0.parquet", size=(path / "part-0.parquet").stat().st_size, partition_values={},
+                    modification_time=int(time.time() * 1000), data_change=True, stats=None)
+    create_table_with_add_actions(str(path), Schema.from_arrow(rows.schema), [add], mode="error")
+    assert lake.row_count("scores") == 3
 
 
 def test_versions_history_and_overwrite(spark, lake):
