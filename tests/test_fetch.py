@@ -10,6 +10,7 @@ import ipaddress
 import os
 import socket
 import sys
+import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -613,6 +614,34 @@ def test_connections_are_checked_only_in_the_guarded_thread():
         socket.create_connection(("127.0.0.1", server.port), timeout=5).close()  # and so does this one, after
 
 
+@pytest.mark.parametrize("probes_at_once", [1, 3])
+def test_no_more_files_are_probed_at_once_than_probes_at_once(tmp_path, monkeypatch, probes_at_once):
+    """Probing decodes: CPU work, bounded per task however many downloads are in flight."""
+    import udfs.fetch
+
+    real_probe, lock = udfs.fetch.probe_video, threading.Lock()
+    running, most = [0], [0]
+
+    def watched_probe(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)
+            return real_probe(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(udfs.fetch, "probe_video", watched_probe)
+    video = packaged_video("bikes")
+    rows = pd.DataFrame({"video_id": [row_id(f"probe-{i}") for i in range(12)], "url": [str(video)] * 12})
+    conf = settings_dict(tmp_path / "blobs", allow_local_paths=True, concurrency=8, probes_at_once=probes_at_once)
+    result = download_batch(rows, conf)
+    assert (result["status"] == status.OK).all()
+    assert most[0] == probes_at_once
+
+
 def test_retry_attempts_count_up_from_the_previous_row(tmp_path):
     rows = pd.DataFrame({"video_id": [row_id("again")], "url": ["ftp://example.com/a.mp4"], "attempts": [2]})
     assert download_batch(rows, settings_dict(tmp_path))["attempts"][0] == 3
@@ -623,6 +652,8 @@ def test_the_settings_reject_a_missing_blob_root_and_nonsense_limits(tmp_path):
         FetchSettings.from_conf({"blob_root": None})
     with pytest.raises(ValueError, match="max_bytes"):
         FetchSettings.from_conf(settings_dict(tmp_path, max_bytes=0))
+    with pytest.raises(ValueError, match="probes_at_once"):
+        FetchSettings.from_conf(settings_dict(tmp_path, probes_at_once=0))
 
 
 def test_the_defaults_file_holds_every_setting_the_fetchers_read():

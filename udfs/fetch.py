@@ -6,7 +6,8 @@
 URL goes to its fetcher (http/https, a yt-dlp page URL, or a local path where allowed), the
 body lands in a spool file, is probed with PyAV, and only then is published to the blob store.
 Any failure is a row with its status and message. Many downloads run at once in a thread pool
-(`download.concurrency`): the work is waiting on the network, not the CPU. A `Cutoff` stops the
+(`download.concurrency`): the work is waiting on the network, not the CPU. Probing is CPU work
+(it decodes a keyframe), so only `download.probes_at_once` files are probed at a time. A `Cutoff` stops the
 batch from starting downloads after a time: the rows it did not reach get no result row.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import os
 import stat
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -86,10 +88,12 @@ def download_batch(rows: pd.DataFrame, conf: dict | FetchSettings, cutoff: Cutof
     if not records:
         return video_files_frame([])
 
+    probe_slots = threading.BoundedSemaphore(settings.probes_at_once)
+
     def download(record: dict) -> dict | None:
         if cutoff is not None and not cutoff.allows_start():
             return None
-        return download_one(record, settings, store)
+        return download_one(record, settings, store, probe_slots)
 
     with ThreadPoolExecutor(max_workers=min(settings.concurrency, len(records))) as pool:
         results = [result for result in pool.map(download, records) if result is not None]
@@ -101,8 +105,9 @@ def video_files_frame(results: list[dict]) -> pd.DataFrame:
     return frame.astype(VIDEO_FILES_DTYPES)
 
 
-def download_one(row: dict, settings: FetchSettings, store: BlobStore) -> dict:
-    """The `video_files` row of one video: fetched, probed and stored, or failed with a status."""
+def download_one(row: dict, settings: FetchSettings, store: BlobStore, probe_slots: threading.Semaphore) -> dict:
+    """The `video_files` row of one video: fetched, probed and stored, or failed with a status.
+    `probe_slots` bounds the probes that run at once (`download.probes_at_once`)."""
     url = row.get("url")
     previous = row.get("attempts")
     result = {
@@ -113,7 +118,7 @@ def download_one(row: dict, settings: FetchSettings, store: BlobStore) -> dict:
     }
     try:
         video_id = check_video_id(row.get("video_id"))
-        result.update(_fetch_probe_store(video_id, url, settings, store), status=OK)
+        result.update(_fetch_probe_store(video_id, url, settings, store, probe_slots), status=OK)
     except FetchFailure as failure:
         result.update(status=failure.status, error=failure.message)
     except Exception as err:  # noqa: BLE001 - one video's unexpected failure must not stop the other videos
@@ -121,7 +126,8 @@ def download_one(row: dict, settings: FetchSettings, store: BlobStore) -> dict:
     return result
 
 
-def _fetch_probe_store(video_id: str, url: object, settings: FetchSettings, store: BlobStore) -> dict:
+def _fetch_probe_store(video_id: str, url: object, settings: FetchSettings, store: BlobStore,
+                       probe_slots: threading.Semaphore) -> dict:
     spool = store.spool_path(video_id)
     sink = BodySink(spool, settings.max_bytes)
     published = False
@@ -129,7 +135,8 @@ def _fetch_probe_store(video_id: str, url: object, settings: FetchSettings, stor
         fetch_into(url, sink, settings)
         sink.close()
         try:
-            probe = probe_video(spool, settings.count_frames_by_demux, sink.container, settings.index_max_bytes)
+            with probe_slots:
+                probe = probe_video(spool, settings.count_frames_by_demux, sink.container, settings.index_max_bytes)
         except ProbeError as err:
             raise FetchFailure(DECODE_ERROR, str(err)) from None
         uri = store.publish(spool, video_id, sink.container)

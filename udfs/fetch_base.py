@@ -63,6 +63,7 @@ class FetchSettings:
     backoff_max_s: float = 30.0
     retry_after_max_s: float = 60.0
     concurrency: int = 16
+    probes_at_once: int = 1
     count_frames_by_demux: bool = False
     index_max_bytes: int = INDEX_MAX_BYTES
     spool_dir: str | None = None
@@ -85,7 +86,8 @@ class FetchSettings:
         for key in ("allow_hosts", "ytdlp_hosts"):
             values[key] = tuple(str(h).strip().lower() for h in values.get(key) or ())
         settings = cls(**values)
-        for key in ("timeout_s", "connect_timeout_s", "read_timeout_s", "max_bytes", "concurrency", "index_max_bytes"):
+        for key in ("timeout_s", "connect_timeout_s", "read_timeout_s", "max_bytes", "concurrency", "probes_at_once",
+                    "index_max_bytes"):
             if getattr(settings, key) <= 0:
                 raise ValueError(f"download.{key} must be positive, got {getattr(settings, key)!r}")
         if settings.part_max_age_s <= settings.longest_untouched_part_s():
