@@ -642,6 +642,24 @@ def test_no_more_files_are_probed_at_once_than_probes_at_once(tmp_path, monkeypa
     assert most[0] == probes_at_once
 
 
+def test_a_full_spool_disk_fails_the_batch_instead_of_failing_every_video(tmp_path, monkeypatch):
+    """ENOSPC is the machine's fault: the task fails (Spark retries it, the job stops with the
+    reason) rather than writing a failed row for each video, or retrying each as a connection error."""
+    from udfs.fetch_store import BlobStore, SpoolError
+
+    def full_spool(self, video_id: str) -> str:
+        part = tmp_path / f"{video_id}.part"
+        part.symlink_to("/dev/full")  # every write to it fails with ENOSPC
+        return str(part)
+
+    monkeypatch.setattr(BlobStore, "spool_path", full_spool)
+    rows = pd.DataFrame({"video_id": [row_id(f"full-{i}") for i in range(3)],
+                         "url": [str(packaged_video("bikes"))] * 3})
+    with pytest.raises(SpoolError, match="No space left on device"):
+        download_batch(rows, settings_dict(tmp_path / "blobs", allow_local_paths=True))
+    assert not [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+
+
 def test_retry_attempts_count_up_from_the_previous_row(tmp_path):
     rows = pd.DataFrame({"video_id": [row_id("again")], "url": ["ftp://example.com/a.mp4"], "attempts": [2]})
     assert download_batch(rows, settings_dict(tmp_path))["attempts"][0] == 3

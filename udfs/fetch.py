@@ -5,7 +5,8 @@
 `rows` carries `video_id`, `url` and optionally `attempts` (the downloads tried so far). Each
 URL goes to its fetcher (http/https, a yt-dlp page URL, or a local path where allowed), the
 body lands in a spool file, is probed with PyAV, and only then is published to the blob store.
-Any failure is a row with its status and message. Many downloads run at once in a thread pool
+Any failure of a video is a row with its status and message; a spool folder that cannot be
+written (a full disk) is the machine's, and raises SpoolError. Many downloads run at once in a thread pool
 (`download.concurrency`): the work is waiting on the network, not the CPU. Probing is CPU work
 (it decodes a keyframe), so only `download.probes_at_once` files are probed at a time. A `Cutoff` stops the
 batch from starting downloads after a time: the rows it did not reach get no result row.
@@ -36,7 +37,7 @@ from udfs.fetch_base import (
     FetchSettings,
 )
 from udfs.fetch_http import fetch_http
-from udfs.fetch_store import BlobStore, BodySink, check_video_id, discard
+from udfs.fetch_store import BlobStore, BodySink, SpoolError, check_video_id, discard
 from udfs.fetch_ytdlp import fetch_with_ytdlp, is_page_host
 from udfs.probe import ProbeError, probe_video
 
@@ -96,7 +97,11 @@ def download_batch(rows: pd.DataFrame, conf: dict | FetchSettings, cutoff: Cutof
         return download_one(record, settings, store, probe_slots)
 
     with ThreadPoolExecutor(max_workers=min(settings.concurrency, len(records))) as pool:
-        results = [result for result in pool.map(download, records) if result is not None]
+        try:
+            results = [result for result in pool.map(download, records) if result is not None]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a full spool fails the batch now, not after every video
+            raise
     return video_files_frame(results)
 
 
@@ -121,6 +126,8 @@ def download_one(row: dict, settings: FetchSettings, store: BlobStore, probe_slo
         result.update(_fetch_probe_store(video_id, url, settings, store, probe_slots), status=OK)
     except FetchFailure as failure:
         result.update(status=failure.status, error=failure.message)
+    except SpoolError:
+        raise
     except Exception as err:  # noqa: BLE001 - one video's unexpected failure must not stop the other videos
         result.update(status=FETCH_ERROR, error=f"unexpected {type(err).__name__}: {err}")
     return result

@@ -23,6 +23,7 @@ import time
 import itertools
 import secrets
 
+from udfs.errors import VidlakeError
 from udfs.fetch_base import FETCH_ERROR, INVALID_ID, NOT_VIDEO, TOO_LARGE, FetchFailure
 from udfs.probe import SNIFF_BYTES, describe_head, sniff_container
 
@@ -30,6 +31,11 @@ VIDEO_ID_PATTERN = re.compile(r"[0-9a-f]{8,64}")
 PART_SUFFIX = ".part"
 LOCAL_PARTS_FOLDER = ".parts"  # under a local blob root
 SPOOL_PARTS_FOLDER = "vidlake-parts"  # under download.spool_dir (or the system temp folder)
+
+
+class SpoolError(VidlakeError):
+    """The spool folder cannot take a body (full, read-only, gone): the machine's fault, not the
+    video's. It fails the task rather than becoming a failed row for every video that follows."""
 
 
 def check_video_id(video_id: object) -> str:
@@ -73,13 +79,17 @@ class BodySink:
         the many download threads."""
         if self.size + len(chunk) > self.max_bytes:
             raise FetchFailure(TOO_LARGE, f"the body passed {self._cap()}; stopped reading")
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as err:
+            raise SpoolError(f"cannot write a downloaded body to {self.path}: {err.strerror} (the spool folder is "
+                             "<blob_root>/.parts, or download.spool_dir for an object-store blob_root)") from None
         self.size += len(chunk)
         self.digest.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(self.fd, view):]
         if self.container is None and len(self.head) < SNIFF_BYTES:
             self.head += bytes(chunk[: SNIFF_BYTES - len(self.head)])
             if len(self.head) >= SNIFF_BYTES:
