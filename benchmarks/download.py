@@ -20,9 +20,10 @@ What makes the comparison fair (earlier versions of this script got both wrong):
   has. The plain loop used to be one process, so it could use only one core of the N the job
   used. Each side's processes are started (and imports done) before the clock starts.
 - "Once Spark has started" is taken to mean warm: before the timed run, the job runs once on
-  `--warm-up` other videos in a lake of its own, so the timed run has its Python workers and
-  the JVM's compiled code, as every batch but the first of a long run has. The warm-up's time
-  is printed too.
+  `--warm-up` videos (by default as many as it then times) in a lake of its own, so the timed
+  run has its Python workers and the JVM's compiled code, as every batch but the first few of a
+  long run has. A warm-up of 100 left the JVM's JIT compiler busy through the timed run (about
+  1 CPU s more, 0.5 s slower on 2 cores). The warm-up's time is printed too.
 
 Each row also gives the CPU seconds its own processes used (the server's apart), read from
 /proc: on a shared 2-core machine the wall clock moves with other people's load, the CPU a
@@ -70,13 +71,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="downloads in flight per process / Spark task")
     parser.add_argument("--commit-every", type=int, help="download.commit_every (default: the conf's)")
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
-    parser.add_argument("--warm-up", type=int, default=100, help="videos the untimed warm-up job fetches first")
+    parser.add_argument("--warm-up", type=int, help="videos the untimed warm-up job fetches first (default: as many "
+                        "as --videos)")
     parser.add_argument("--slow-every", type=int, default=0, metavar="N",
                         help="every N-th URL is a slow host's, answered after --slow-s (default 0: none)")
     parser.add_argument("--slow-s", type=float, default=2.0, help="how long a slow host takes to answer")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a conf override for the job, as `vidlake --set` takes it")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.warm_up is None:
+        args.warm_up = args.videos
+    return args
 
 
 def local_cores(master: str) -> int:
