@@ -11,7 +11,7 @@ from media import Shot, make_video
 from score_models import save_tiny_clip
 
 from jobs.config import load_config
-from udfs.caption_text import HygieneRules, caption_quality, clean_caption, tidy
+from udfs.caption_text import QUALITIES, HygieneRules, caption_quality, clean_caption, tidy
 from udfs.captioners import caption_stream, check_weights, make_captioner
 from udfs.captioners.base import tile_grid
 from udfs.captioners.random_init import save_random_florence2, save_random_qwen2_5_vl
@@ -89,7 +89,7 @@ def test_captions_do_not_depend_on_which_clips_share_the_batch(checkpoints, vide
 
     assert batched["caption"].tolist() == single["caption"].tolist()
     assert batched["match"].to_numpy() == pytest.approx(single["match"].to_numpy(), abs=1e-5)
-    assert batched["caption"].map(bool).all()  # min_new_tokens: every clip got words
+    assert batched["caption"].map(bool).all()  # min_new_tokens: every clip got some text
     assert batched["caption"].nunique() > 1  # the model saw different clips
     assert batched["kind"].tolist() == rows["kind"].tolist()
     prompts = caption[model]["prompts"]
@@ -97,7 +97,10 @@ def test_captions_do_not_depend_on_which_clips_share_the_batch(checkpoints, vide
     assert set(batched["model"]) == {model}
     assert set(batched["model_id"]) == {str(checkpoints[model])}
     assert batched["model_revision"].str.match(r"^local-[0-9a-f]{12}$").all()
-    assert batched["quality"].isin(["ok", "degenerate"]).all()
+    # A random model's words are luck: once in a fresh clone's run one caption was only punctuation
+    # (quality "empty"). What is asserted is that quality is one of the three, the same either way.
+    assert batched["quality"].isin(QUALITIES).all()
+    assert batched["quality"].tolist() == single["quality"].tolist()
     assert batched["match"].between(-1, 1).all()
 
 
