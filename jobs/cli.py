@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -75,6 +76,29 @@ def run_stage(argv: Sequence[str]) -> int:
     except VidlakeError as err:
         print(f"vidlake: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        reason = task_error(err)
+        if reason is None:
+            raise
+        print(f"vidlake: error: a Spark task failed: {reason}", file=sys.stderr)
+        return 2
+
+
+TRACEBACK_LAST_LINE = re.compile(r"^((?:jobs|udfs|schemas)\.[\w.]+)\.(\w+): (.+)$", re.MULTILINE)
+
+
+def task_error(err: BaseException) -> str | None:
+    """The message of a VidlakeError raised inside a Spark task (a full spool disk, say), from the
+    executor's traceback that Spark's error carries; None for any other error, which keeps its
+    traceback."""
+    for module_name, class_name, message in reversed(TRACEBACK_LAST_LINE.findall(str(err))):
+        try:
+            raised = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(raised, type) and issubclass(raised, VidlakeError):
+            return message
+    return None
 
 
 def _open_context(cfg):

@@ -35,3 +35,27 @@ def test_every_stage_has_help(stage, tmp_path):
     result = run_vidlake(stage, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--lake" in result.stdout and "--set" in result.stdout
+
+
+def _raise_in_task(error: Exception):
+    def fail(batches):
+        for _ in batches:
+            raise error
+        yield from ()
+
+    return fail
+
+
+def test_a_vidlake_error_inside_a_spark_task_is_one_line_other_errors_keep_their_traceback(spark):
+    from pyspark.errors import PythonException
+
+    from jobs.cli import task_error
+    from udfs.fetch_store import SpoolError
+
+    full = SpoolError("cannot write a downloaded body to /spool/a.part: No space left on device")
+    with pytest.raises(PythonException) as failed:
+        spark.range(1).mapInPandas(_raise_in_task(full), "id long").collect()
+    assert task_error(failed.value) == str(full)
+    with pytest.raises(PythonException) as failed:
+        spark.range(1).mapInPandas(_raise_in_task(ValueError("a bug")), "id long").collect()
+    assert task_error(failed.value) is None
