@@ -15,14 +15,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Responder = Callable[[BaseHTTPRequestHandler], None]
 
 
+class _Server(ThreadingHTTPServer):
+    """A listen backlog for many downloads at once: the constructor listens, so this must be the
+    class's (socketserver's default, 5, dropped the connections of 16 threads connecting together)."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 class LoopbackServer:
     def __init__(self, tls_context: ssl.SSLContext | None = None):
         self.routes: dict[str, Responder] = {}
         self.requests: list[tuple[float, str]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 1024
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         if tls_context is not None:
             self._server.socket = tls_context.wrap_socket(self._server.socket, server_side=True)
         self.scheme = "https" if tls_context is not None else "http"

@@ -241,7 +241,8 @@ class VideoDecoder:
     def _batch(
         self, indices: list[int], pts: list[int | None], fillers: Mapping[str, _Filler], decoded_times: list
     ) -> FrameBatch:
-        times = np.array([self._frame_time(value, index) for value, index in zip(pts, indices)], dtype=np.float64)
+        times = [self._frame_time(value, index) for value, index in zip(pts, indices, strict=True)]
+        times = np.array(times, dtype=np.float64)
         decoded_times.append(times)
         self.summary.decoded += len(pts)
         frames = {name: filler.take(len(pts)) for name, filler in fillers.items()}

@@ -1,4 +1,5 @@
-"""Download and probe a batch of videos: one `video_files` row per input row, never an exception.
+"""Download and probe a batch of videos: one `video_files` row per input row (SpoolError only when the
+spool cannot be written).
 
     download_batch(rows, conf[, cutoff]) -> rows with the `video_files` columns
 
@@ -6,10 +7,11 @@
 URL goes to its fetcher (http/https, a yt-dlp page URL, or a local path where allowed), the
 body lands in a spool file, is probed with PyAV, and only then is published to the blob store.
 Any failure of a video is a row with its status and message; a spool folder that cannot be
-written (a full disk) is the machine's, and raises SpoolError. Many downloads run at once in a thread pool
-(`download.concurrency`): the work is waiting on the network, not the CPU. Probing is CPU work
-(it decodes a keyframe), so only `download.probes_at_once` files are probed at a time. A `Cutoff` stops the
-batch from starting downloads after a time: the rows it did not reach get no result row.
+written (a full disk) is the machine's failure, and raises SpoolError. Many downloads run at once
+in a thread pool (`download.concurrency`): the work is waiting on the network, not the CPU.
+Probing is CPU work (it decodes a keyframe), so only `download.probes_at_once` files are probed at
+a time. A `Cutoff` stops the batch from starting downloads after a time: the rows it did not
+reach get no result row.
 """
 from __future__ import annotations
 

@@ -16,12 +16,12 @@ more often than that (`FetchSettings` checks the age against the timeouts), so i
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
+import secrets
 import tempfile
 import time
-import itertools
-import secrets
 
 from udfs.errors import VidlakeError
 from udfs.fetch_base import FETCH_ERROR, INVALID_ID, NOT_VIDEO, TOO_LARGE, FetchFailure
