@@ -32,6 +32,11 @@ def build_spark(cfg: Config) -> SparkSession:
     master = cfg.get("spark.master")
     if master:
         builder = builder.master(master)
+    if str(master).startswith("local"):
+        # Embedded Spark opens its ports (RPC, block manager, UI) on loopback only, not on the
+        # address the hostname resolves to, which other hosts can reach. SPARK_LOCAL_IP set by
+        # the user wins.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     confs = {**_delta_spark_conf(cfg), **cfg.get("spark.conf"), **REQUIRED_CONF}
     for key, value in confs.items():
         builder = builder.config(key, str(value))
