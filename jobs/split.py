@@ -64,8 +64,7 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
         raise VidlakeError(f"split.commit_every must be positive, got {commit_every}")
     retry = bool(args.retry_errors or conf["retry_errors"])
     log = StageLog(STAGE)
-    todo = pending_videos(ctx, detector, retry)
-    count = todo.count()
+    todo, count = counted_pending(ctx, pending_videos(ctx, detector, retry), commit_every)
     if count == 0:
         log.done(0, 0, detector=detector, note="nothing pending")
         return 0
@@ -78,6 +77,18 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     log.done(count, total.failed, clips=total.clips, warnings=total.warned, detector=detector,
              materialize=conf["materialize"])
     return 0
+
+
+def counted_pending(ctx: JobContext, todo: DataFrame, commit_every: int) -> tuple[DataFrame, int]:
+    """The pending videos and how many there are. Where `video_files` holds no more than one
+    commit's videos, the pending ones are collected to the driver: one query finds and counts
+    them, and the split reads them from there instead of joining the tables a second time (on a
+    short run, that second plan and its shuffles kept the driver's JIT compiler busy on the task
+    cores). A snapshot, too: the videos split are exactly the videos counted."""
+    if ctx.lake.row_count("video_files") > commit_every:
+        return todo, todo.count()
+    videos = todo.collect()
+    return ctx.spark.createDataFrame(videos, todo.schema), len(videos)
 
 
 def split_in_batches(ctx: JobContext, todo: DataFrame, count: int, batches: int, conf: Mapping[str, Any],
