@@ -41,6 +41,9 @@ MP4_DECODERS = {b"avc1": ("h264", b"avcC"), b"avc3": ("h264", b"avcC"),
 MOV_FORMAT_NAME = "mov,mp4,m4a,3gp,3g2,mj2"  # FFmpeg's name for the demuxer of these files
 INDEX_MAX_BYTES = 64 << 20  # download.index_max_bytes's default
 VISUAL_ENTRY_BYTES = 78  # the fixed fields of a visual sample entry, before its child boxes
+# The probe decodes a keyframe only to prove it decodes, so it skips H.264/HEVC deblocking: a filter
+# over the decoded pixels that finds no error in the bitstream (a fifth of the decode's CPU).
+PROBE_DECODER_OPTIONS = {"skip_loop_filter": "all"}
 
 
 class ProbeError(Exception):
@@ -148,6 +151,7 @@ def _probe_open(container, count_all_packets: bool) -> Probe:
     stream = container.streams.video[0]
     stream.thread_type = "SLICE"
     stream.codec_context.thread_count = 1
+    stream.codec_context.options = dict(PROBE_DECODER_OPTIONS)
     header_frames = int(stream.frames or 0)
     count_all = count_all_packets or not header_frames or not stream.duration
     counted = _decode_first_frame(container, stream, count_all)
@@ -427,6 +431,7 @@ def _decode_one(decoder: str, extradata: bytes, packet: bytes) -> tuple[int, int
     context = av.CodecContext.create(decoder, "r")
     context.extradata = extradata
     context.thread_count = 1
+    context.options = dict(PROBE_DECODER_OPTIONS)
     try:
         frames = context.decode(av.Packet(packet)) or context.decode(None)
     except av.error.FFmpegError:
