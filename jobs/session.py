@@ -1,9 +1,11 @@
 """The one place a Spark session is built from a profile."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -32,19 +34,32 @@ def build_spark(cfg: Config) -> SparkSession:
     master = cfg.get("spark.master")
     if master:
         builder = builder.master(master)
-    if str(master).startswith("local"):
-        # Embedded Spark opens its ports (RPC, block manager, UI) on loopback only, not on the
-        # address the hostname resolves to, which other hosts can reach. SPARK_LOCAL_IP set by
-        # the user wins.
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     confs = {**_delta_spark_conf(cfg), **cfg.get("spark.conf"), **REQUIRED_CONF}
     for key, value in confs.items():
         builder = builder.config(key, str(value))
-    spark = builder.getOrCreate()
+    with listening_on_loopback() if str(master).startswith("local") else contextlib.nullcontext():
+        spark = builder.getOrCreate()
     for key, value in REQUIRED_CONF.items():
         spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+@contextlib.contextmanager
+def listening_on_loopback() -> Iterator[None]:
+    """While embedded Spark's JVM starts, SPARK_LOCAL_IP=127.0.0.1: its ports (RPC, block manager,
+    UI) open on loopback only, not on the address the hostname resolves to, which other hosts can
+    reach. The JVM keeps the variable it started with, so it is unset again after, and a later
+    session of a cluster master in this process is not bound to loopback. A SPARK_LOCAL_IP the
+    user set wins."""
+    if "SPARK_LOCAL_IP" in os.environ:
+        yield
+        return
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    try:
+        yield
+    finally:
+        os.environ.pop("SPARK_LOCAL_IP", None)
 
 
 def _delta_spark_conf(cfg: Config) -> dict:
