@@ -30,8 +30,11 @@ Each row also gives the CPU seconds its own processes used (the server's apart),
 way needs much less, and CPU / cores bounds how fast a way can be. The load average is printed
 with the table. `--slow-every N` makes every N-th URL a slow host's (it answers after `--slow-s`),
 as real hosts are: a batch then waits for its slowest downloads, the plain loop's threads do not.
+`--mbps R` sends every body at R megabits/s per connection, as a remote host does: on loopback
+at full speed every way is bound by the two cores' CPU, with a rate the downloads wait on the
+network, as the issue's "I/O bound: many downloads in flight per core" has them.
 Run: python benchmarks/download.py [--videos 2000] [--video bikes] [--commit-every N]
-[--slow-every N --slow-s S] [--set KEY=VALUE ...]
+[--slow-every N --slow-s S] [--mbps R] [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -76,6 +79,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--slow-every", type=int, default=0, metavar="N",
                         help="every N-th URL is a slow host's, answered after --slow-s (default 0: none)")
     parser.add_argument("--slow-s", type=float, default=2.0, help="how long a slow host takes to answer")
+    parser.add_argument("--mbps", type=float, default=0.0, metavar="R",
+                        help="send each body at R megabits/s per connection (default 0: as fast as loopback)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a conf override for the job, as `vidlake --set` takes it")
     args = parser.parse_args()
@@ -92,21 +97,38 @@ def local_cores(master: str) -> int:
     return int(inside) if master.startswith("local[") and inside.isdigit() else 2
 
 
-def serve(data: bytes, ports, stop, slow_s: float) -> None:
-    """The loopback server, in a process of its own; /slow/ URLs answer after `slow_s` seconds."""
+def serve(data: bytes, ports, stop, slow_s: float, mbps: float = 0.0) -> None:
+    """The loopback server, in a process of its own; /slow/ URLs answer after `slow_s` seconds;
+    with `mbps`, every body is paced at that rate."""
+    serve_file = paced_responder(data, mbps) if mbps else file_responder(data)
     with LoopbackServer() as server:
-        server.routes["/v/"] = file_responder(data)
-        server.routes["/slow/"] = slow_responder(data, slow_s)
+        server.routes["/v/"] = serve_file
+        server.routes["/slow/"] = slow_responder(serve_file, slow_s)
         ports.put(server.port)
         stop.wait()
 
 
-def slow_responder(data: bytes, slow_s: float):
-    serve_file = file_responder(data)
-
+def slow_responder(serve_file, slow_s: float):
     def respond(handler) -> None:
         time.sleep(slow_s)
         serve_file(handler)
+
+    return respond
+
+
+def paced_responder(data: bytes, mbps: float, chunk: int = 64 << 10):
+    """Sends `data` in chunks, each no sooner than `mbps` megabits/s allows since the first."""
+    bytes_per_s = mbps * 1e6 / 8
+
+    def respond(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "video/mp4")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        started = time.monotonic()
+        for start in range(0, len(data), chunk):
+            handler.wfile.write(data[start:start + chunk])
+            time.sleep(max(0.0, started + (start + chunk) / bytes_per_s - time.monotonic()))
 
     return respond
 
@@ -237,7 +259,7 @@ def main() -> None:
     data = video.read_bytes()
     work = Path(tempfile.mkdtemp(prefix="vidlake-bench-download-"))
     ports, stop = SPAWN.Queue(), SPAWN.Event()
-    server = SPAWN.Process(target=serve, args=(data, ports, stop, args.slow_s), daemon=True)
+    server = SPAWN.Process(target=serve, args=(data, ports, stop, args.slow_s, args.mbps), daemon=True)
     server.start()
     try:
         port = ports.get(timeout=60)
@@ -263,7 +285,8 @@ def print_table(args: argparse.Namespace, video: Path, size: int, processes: int
           f"server process of its own; {processes} processes / Spark tasks x {args.concurrency} downloads in "
           f"flight; Spark {args.master}, commit every {args.commit_every}, warm-up {args.warm_up} videos"
           f"{'; ' + ', '.join(args.set) if args.set else ''}"
-          f"{f'; every {args.slow_every}th URL answers after {args.slow_s:g} s' if args.slow_every else ''}")
+          f"{f'; every {args.slow_every}th URL answers after {args.slow_s:g} s' if args.slow_every else ''}"
+          f"{f'; bodies sent at {args.mbps:g} Mbit/s per connection' if args.mbps else ''}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
           f"(1 min, at the end), Python {platform.python_version()}")
     print(f"server CPU: {served[0]:.2f} s for the plain loop and the udf together, "
