@@ -31,8 +31,8 @@ way needs much less, and CPU / cores bounds how fast a way can be. The load aver
 with the table. `--slow-every N` makes every N-th URL a slow host's (it answers after `--slow-s`),
 as real hosts are: a batch then waits for its slowest downloads, the plain loop's threads do not.
 `--mbps R` sends every body at R megabits/s per connection, as a remote host does: on loopback
-at full speed every way is bound by the two cores' CPU, with a rate the downloads wait on the
-network, as the issue's "I/O bound: many downloads in flight per core" has them.
+at full speed every way is bound by the two cores' CPU; at a network's rate the downloads wait on
+the network, as the issue's "I/O bound: many downloads in flight per core" has them.
 Run: python benchmarks/download.py [--videos 2000] [--video bikes] [--commit-every N]
 [--slow-every N --slow-s S] [--mbps R] [--set KEY=VALUE ...]
 """
@@ -127,8 +127,9 @@ def paced_responder(data: bytes, mbps: float, chunk: int = 64 << 10):
         handler.end_headers()
         started = time.monotonic()
         for start in range(0, len(data), chunk):
-            handler.wfile.write(data[start:start + chunk])
-            time.sleep(max(0.0, started + (start + chunk) / bytes_per_s - time.monotonic()))
+            end = min(start + chunk, len(data))
+            handler.wfile.write(data[start:end])
+            time.sleep(max(0.0, started + end / bytes_per_s - time.monotonic()))
 
     return respond
 
