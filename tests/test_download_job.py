@@ -42,14 +42,12 @@ def job_args(**overrides) -> argparse.Namespace:
     return argparse.Namespace(**{"limit": None, "retry_failed": False, **overrides})
 
 
-def test_settings(cfg, **overrides) -> None:
+def set_download_conf(cfg, **overrides) -> None:
+    """The download conf of these tests: loopback allowed, short timeouts and backoff, small batches."""
     values = {"allow_hosts": ["127.0.0.1"], "timeout_s": 5.0, "read_timeout_s": 3.0, "retries": 1,
               "backoff_s": 0.05, "backoff_max_s": 0.1, "commit_every": 4, "concurrency": 4, **overrides}
     for key, value in values.items():
         cfg.set(f"download.{key}", value)
-
-
-test_settings.__test__ = False  # a helper, not a test
 
 
 def ok_rows_have_their_blobs(rows) -> None:
@@ -83,7 +81,7 @@ def test_download_job_fills_video_files_once_per_video_and_resumes(spark, cfg, l
     lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
     videos_before = sorted(map(repr, lake.read("videos").collect()))
     videos_version = len(lake.history("videos"))
-    test_settings(cfg)
+    set_download_conf(cfg)
     ctx = JobContext(cfg, spark, lake)
 
     assert run(ctx, job_args(limit=4)) == 0
@@ -149,7 +147,7 @@ def test_retry_failed_fetches_again_what_may_pass_and_with_all_every_failure(spa
     lake.append(spark.createDataFrame(videos, VIDEOS), "videos")
     failed = [failed_row(v, *FAILURES[v["source_video_id"]][:2]) for v in videos]
     lake.append(spark.createDataFrame(failed, VIDEO_FILES), "video_files")
-    test_settings(cfg)
+    set_download_conf(cfg)
     ctx = JobContext(cfg, spark, lake)
     parser = build_parser("download")
 
@@ -178,7 +176,7 @@ def test_the_retried_statuses_and_codes_come_from_conf_and_are_checked(spark, cf
     lake.append(spark.createDataFrame(videos, VIDEOS), "videos")
     failed = [failed_row(v, *FAILURES[v["source_video_id"]][:2]) for v in videos]
     lake.append(spark.createDataFrame(failed, VIDEO_FILES), "video_files")
-    test_settings(cfg, retry_statuses=["http_error", "not_video"], retry_http_codes=[404])
+    set_download_conf(cfg, retry_statuses=["http_error", "not_video"], retry_http_codes=[404])
     assert run(JobContext(cfg, spark, lake), job_args(retry_failed="transient")) == 0
     attempts = {r.video_id: r.attempts for r in lake.read("video_files").collect()}
     assert [attempts[v["video_id"]] for v in videos] == [2, 1, 2]
@@ -235,7 +233,7 @@ def test_a_batch_of_slow_downloads_commits_every_commit_every_s_and_finishes_in_
         rows = _slow_videos(server, spark, lake, count, delay_s=0.6)
         # One batch of 6 downloads in one task, two at a time, 0.6 s each: the third pair would start after
         # the 1 s bound.
-        test_settings(cfg, commit_every=100, commit_every_s=1.0, concurrency=2, partitions_per_batch=1)
+        set_download_conf(cfg, commit_every=100, commit_every_s=1.0, concurrency=2, partitions_per_batch=1)
         assert run(JobContext(cfg, spark, lake), job_args()) == 0
         files_rows = lake.read("video_files").collect()
         assert sorted(r.video_id for r in files_rows) == sorted(r["video_id"] for r in rows)
@@ -285,7 +283,7 @@ def test_a_job_killed_after_its_first_commit_resumes_without_duplicates(spark, c
         for part in parts.iterdir():  # the re-run comes an hour after the kill
             os.utime(part, (hour_ago, hour_ago))
 
-        test_settings(cfg, concurrency=4, commit_every=8)
+        set_download_conf(cfg, concurrency=4, commit_every=8)
         assert run(JobContext(cfg, spark, lake), job_args()) == 0
         assert list(parts.iterdir()) == []  # the killed run's parts are gone, the re-run's own published
 
