@@ -204,7 +204,10 @@ def tasks_per_batch(conf: dict, default_parallelism: int) -> int:
 def _download_batch(ctx: JobContext, rows: DataFrame, conf: dict, replace: bool, tasks: int, log: StageLog,
                     name: str) -> Counter:
     counts = _commit_rounds(ctx, rows, conf, replace, tasks, log, name)
-    log.note(f"{name} committed: {sum(counts.values())} videos, {counts[OK]} ok")
+    if counts:
+        log.note(f"{name} committed: {sum(counts.values())} videos, {counts[OK]} ok")
+    else:
+        log.note(f"{name}: nothing left to fetch")
     return counts
 
 
