@@ -60,9 +60,6 @@ class Config:
         """Override one key, checked like `--set`."""
         _set_checked(self.data, key, value)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.data, sort_keys=False)
-
 
 def load_config(profile: str = "local", overrides: Iterable[str] = ()) -> Config:
     """Defaults, then the profile (a name under conf/ or a YAML file path), then `key=value` overrides."""

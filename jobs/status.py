@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: JobContext, args: argparse.Namespace) -> int:
-    print(f"lake: {ctx.lake.root}")
+    print(f"lake: {ctx.lake.root} (Delta engine: {ctx.lake.engine_name})")
     print(format_status(lake_status(ctx.lake)))
     return 0
 

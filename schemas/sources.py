@@ -30,15 +30,14 @@ class SourceFormat:
     """One source set's file layout.
 
     `columns` are the header names in file order ("" for an unnamed column); `video_id_column` holds
-    the source's id of the video; `row_key_columns` identify one row (a clip for sets that ship one
-    row per clip), so a second row with the same key is a duplicate; `reader` is csv, json (a JSON
-    array or JSON lines) or any (picked by each file's extension)."""
+    the source's id of the video; `reader` is csv, json (a JSON array or JSON lines) or any (picked
+    by each file's extension). What makes two rows of one video duplicates (a clip's key, for sets
+    that ship one row per clip) is `udfs.candidates`' rule for each format."""
 
     name: str
     reader: str
     columns: tuple[str, ...]
     video_id_column: str | None
-    row_key_columns: tuple[str, ...]
     rows_per_video: str = "one"  # one, or many (one row per clip)
 
     @property
@@ -51,7 +50,6 @@ WEBVID10M = SourceFormat(
     reader="csv",
     columns=("videoid", "contentUrl", "duration", "page_dir", "name"),
     video_id_column="videoid",
-    row_key_columns=("videoid",),
 )
 
 PANDA70M = SourceFormat(
@@ -59,7 +57,6 @@ PANDA70M = SourceFormat(
     reader="csv",
     columns=("videoID", "url", "timestamp", "caption", "matching_score"),
     video_id_column="videoID",
-    row_key_columns=("videoID",),
 )
 
 MIRADATA = SourceFormat(
@@ -71,7 +68,6 @@ MIRADATA = SourceFormat(
         "short_caption", "dense_caption", "fps", "start_timestep", "end_timestep", "", "",
     ),
     video_id_column="video_id",
-    row_key_columns=("index",),
     rows_per_video="many",
 )
 
@@ -80,7 +76,6 @@ OPENSORA_PLAN = SourceFormat(
     reader="json",
     columns=("path", "cap", "resolution", "fps", "duration", "frame_idx"),
     video_id_column="path",
-    row_key_columns=("path", "frame_idx"),
     rows_per_video="many",
 )
 
@@ -89,7 +84,6 @@ GENERIC = SourceFormat(
     reader="any",
     columns=(),
     video_id_column=None,
-    row_key_columns=(),
 )
 
 FORMATS = {f.name: f for f in (WEBVID10M, PANDA70M, MIRADATA, OPENSORA_PLAN, GENERIC)}
@@ -109,11 +103,6 @@ def text_schema(columns: list[str] | tuple[str, ...], corrupt_record: bool = Tru
     if corrupt_record:
         fields.append(StructField(CORRUPT_RECORD, StringType(), True))
     return StructType(fields)
-
-
-def header_names(columns: tuple[str, ...]) -> list[str]:
-    """Column names as Spark reads a header: an empty name becomes `_c<position>`."""
-    return [c if c else f"_c{i}" for i, c in enumerate(columns)]
 
 
 # Open-Sora-Plan's JSON objects, every leaf read as text: `cap` may be a string or a list (Spark

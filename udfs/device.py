@@ -81,9 +81,3 @@ def cached_keys() -> list[Hashable]:
     """The keys of the models loaded in this worker (to check that a model loaded once)."""
     with _LOCK:
         return list(_MODELS)
-
-
-def clear_cache() -> None:
-    """Forget every cached model (frees their memory once nothing else holds them)."""
-    with _LOCK:
-        _MODELS.clear()
