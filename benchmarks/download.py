@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pandas as pd  # noqa: E402
-from loopback_server import LoopbackServer, file_responder  # noqa: E402
+from loopback_server import LoopbackServer, file_responder, slow_responder  # noqa: E402
 from process_cpu import cpu_seconds  # noqa: E402
 
 from udfs.sample_videos import missing_reason, packaged_videos  # noqa: E402
@@ -65,6 +65,7 @@ UDF = "udf download_batch (no Spark)"
 JOB = "vidlake download job (Spark warm)"
 WARM_UP = "job warm-up (Spark cold)"
 SPAWN = multiprocessing.get_context("spawn")
+PACED_CHUNK = 64 << 10  # bytes per write of a paced body (--mbps)
 
 
 def parse_args() -> argparse.Namespace:
@@ -99,37 +100,19 @@ def local_cores(master: str) -> int:
 
 def serve(data: bytes, ports, stop, slow_s: float, mbps: float = 0.0) -> None:
     """The loopback server, in a process of its own; /slow/ URLs answer after `slow_s` seconds;
-    with `mbps`, every body is paced at that rate."""
-    serve_file = paced_responder(data, mbps) if mbps else file_responder(data)
+    with `mbps`, every body is sent a PACED_CHUNK at a time, as fast as that rate allows."""
+    serve_file = slow_responder(data, PACED_CHUNK, PACED_CHUNK * 8 / (mbps * 1e6)) if mbps else file_responder(data)
     with LoopbackServer() as server:
         server.routes["/v/"] = serve_file
-        server.routes["/slow/"] = slow_responder(serve_file, slow_s)
+        server.routes["/slow/"] = late_responder(serve_file, slow_s)
         ports.put(server.port)
         stop.wait()
 
 
-def slow_responder(serve_file, slow_s: float):
+def late_responder(serve_file, slow_s: float):
     def respond(handler) -> None:
         time.sleep(slow_s)
         serve_file(handler)
-
-    return respond
-
-
-def paced_responder(data: bytes, mbps: float, chunk: int = 64 << 10):
-    """Sends `data` in chunks, each no sooner than `mbps` megabits/s allows since the first."""
-    bytes_per_s = mbps * 1e6 / 8
-
-    def respond(handler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Type", "video/mp4")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        started = time.monotonic()
-        for start in range(0, len(data), chunk):
-            end = min(start + chunk, len(data))
-            handler.wfile.write(data[start:end])
-            time.sleep(max(0.0, started + end / bytes_per_s - time.monotonic()))
 
     return respond
 
