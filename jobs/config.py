@@ -1,12 +1,15 @@
 """Configuration: defaults from conf/defaults/*.yaml, a profile on top, then --set overrides.
 
 Every key a stage reads exists in conf/defaults, so a typo in a profile or in `--set` is an
-error naming the key instead of a setting that silently does nothing.
+error naming the key instead of a setting that silently does nothing. Every numeric key has a
+range, declared in the `ranges:` table of the defaults file that defines it, and the loaded
+values are checked against it: a count of 0 is a one-line error, not a stage that divides by it.
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -26,18 +29,65 @@ DEFAULTS_DIR = CONF_DIR / "defaults"
 OPEN_SECTIONS = ("spark.conf", "models")
 # Sections whose keys contain dots themselves.
 FLAT_SECTIONS = ("spark.conf",)
+# The top-level mapping of a defaults file that holds its numeric keys' ranges (not a section).
+RANGES = "ranges"
+_MISSING = object()
 
 
 class ConfigError(VidlakeError):
     """A configuration key or value that vidlake cannot use."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric key: `min`/`max` are inclusive bounds, `above`/`below`
+    exclusive ones, None no bound. A list value (a grid's [rows, cols]) has each number checked."""
+
+    min: int | float | None = None
+    max: int | float | None = None
+    above: int | float | None = None
+    below: int | float | None = None
+
+    @classmethod
+    def parse(cls, key: str, spec: Any, where: str) -> Range:
+        """From a `ranges:` entry such as `{min: 1}` or `{above: 0, max: 1}`."""
+        bounds = tuple(cls.__dataclass_fields__)
+        if not isinstance(spec, Mapping) or not spec or set(spec) - set(bounds):
+            raise ConfigError(f"{where}: the range of {key!r} must be a mapping of {', '.join(bounds)}, got {spec!r}")
+        for bound, value in spec.items():
+            if value is not None and not _is_number(value):
+                raise ConfigError(f"{where}: the range of {key!r} has {bound} {value!r}, not a number")
+        return cls(**spec)
+
+    def holds(self, number: int | float) -> bool:
+        return ((self.min is None or number >= self.min) and (self.max is None or number <= self.max)
+                and (self.above is None or number > self.above) and (self.below is None or number < self.below))
+
+    def __str__(self) -> str:
+        words = {"min": "at least", "max": "at most", "above": "above", "below": "below"}
+        return " and ".join(f"{words[b]} {getattr(self, b)}" for b in words if getattr(self, b) is not None)
+
+    def check(self, key: str, value: Any) -> None:
+        """ConfigError unless `value` is null, a number in range, or a list whose numbers are."""
+        if value is None:
+            return
+        if isinstance(value, list):
+            numbers = [v for v in value if _is_number(v)]
+        elif _is_number(value):
+            numbers = [value]
+        else:
+            raise ConfigError(f"configuration key {key!r} expects a number, got {value!r}")
+        if not all(self.holds(n) for n in numbers):
+            raise ConfigError(f"configuration key {key!r} must be {self}, got {value!r}")
+
+
 class Config:
     """Nested settings with dotted access: `cfg.get("download.timeout_s")`."""
 
-    def __init__(self, data: dict, profile: str):
+    def __init__(self, data: dict, profile: str, ranges: Mapping[str, Range] | None = None):
         self.data = data
         self.profile = profile
+        self.ranges = dict(ranges or {})
 
     def get(self, key: str, default: Any = ...) -> Any:
         node: Any = self.data
@@ -57,21 +107,58 @@ class Config:
         return copy.deepcopy(dict(value))
 
     def set(self, key: str, value: Any) -> None:
-        """Override one key, checked like `--set`."""
+        """Override one key, checked like `--set`; a value out of range leaves the settings as they were."""
+        before = copy.deepcopy(self.data)
         _set_checked(self.data, key, value)
+        try:
+            self.check_ranges()
+        except ConfigError:
+            self.data = before
+            raise
+
+    def check_ranges(self) -> None:
+        """ConfigError naming the first key whose value is out of its declared range."""
+        for key, valid in self.ranges.items():
+            valid.check(key, self.get(key))
 
 
 def load_config(profile: str = "local", overrides: Iterable[str] = ()) -> Config:
     """Defaults, then the profile (a name under conf/ or a YAML file path), then `key=value` overrides."""
     data: dict = {}
-    for path in sorted(_yaml_files(DEFAULTS_DIR), key=lambda p: p.name):
-        _merge(data, _read_yaml(path), strict=False, where=str(path))
+    ranges: dict[str, Range] = {}
+    for path in defaults_files():
+        defaults, declared = read_defaults(path)
+        _merge(data, defaults, strict=False, where=str(path))
+        ranges.update(declared)
     profile_path = _profile_path(profile)
     _merge(data, _read_yaml(profile_path), strict=True, where=str(profile_path))
     for item in overrides:
         key, value = parse_override(item)
         _set_checked(data, key, value)
-    return Config(data, profile)
+    cfg = Config(data, profile, ranges)
+    cfg.check_ranges()
+    return cfg
+
+
+def defaults_files() -> list[Traversable]:
+    """conf/defaults/*.yaml, in the order they are merged."""
+    return sorted(_yaml_files(DEFAULTS_DIR), key=lambda p: p.name)
+
+
+def read_defaults(path: Path | Traversable) -> tuple[dict, dict[str, Range]]:
+    """A defaults file's keys, and the ranges its `ranges:` table declares for them (each naming a
+    value the same file defines, so a range sits beside its key's definition and documentation)."""
+    data = _read_yaml(path)
+    ranges = {}
+    declared = data.pop(RANGES, None) or {}
+    if not isinstance(declared, Mapping):
+        raise ConfigError(f"{path}: {RANGES} must map dotted keys to ranges")
+    for key, spec in declared.items():
+        value = Config(data, "defaults").get(key, default=_MISSING)
+        if value is _MISSING or isinstance(value, Mapping):
+            raise ConfigError(f"{path}: a range is declared for {key!r}, which is not a value this file defines")
+        ranges[key] = Range.parse(key, spec, str(path))
+    return data, ranges
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -84,6 +171,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key.strip()}: value {raw!r} is not valid YAML ({err})") from None
     return key.strip(), value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _yaml_files(folder: Traversable) -> list[Traversable]:

@@ -129,8 +129,6 @@ def export_parquet(ctx: JobContext, clips: DataFrame, args: argparse.Namespace) 
 def export_webdataset(ctx: JobContext, clips: DataFrame, args: argparse.Namespace) -> int:
     """Tar shards of `curate.export.shard_size` clips in clip_id order; failures go to errors.jsonl."""
     shard_size = int(ctx.cfg.get("curate.export.shard_size"))
-    if shard_size < 1:
-        raise VidlakeError(f"curate.export.shard_size must be at least 1, got {shard_size}")
     out_dir = _prepare_folder(args.out, args.overwrite)
     columns = list(dict.fromkeys((*export.SAMPLE_JSON_COLUMNS, *export.SHARD_INPUT_COLUMNS)))
     ordered = clips.select(*columns).orderBy("clip_id")

@@ -60,8 +60,6 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     if detector not in DETECTORS:
         raise VidlakeError(f"split.detector is {detector!r}; choose one of {', '.join(DETECTORS)}")
     commit_every = int(conf["commit_every"])
-    if commit_every <= 0:
-        raise VidlakeError(f"split.commit_every must be positive, got {commit_every}")
     retry = bool(args.retry_errors or conf["retry_errors"])
     log = StageLog(STAGE)
     todo, count = counted_pending(ctx, pending_videos(ctx, detector, retry), commit_every)

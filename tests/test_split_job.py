@@ -117,9 +117,8 @@ def test_a_job_stopped_after_its_first_commit_resumes_without_duplicates(ctx, sp
 
 
 def test_a_commit_size_that_is_not_positive_is_a_clear_error(ctx):
-    ctx.cfg.set("split.commit_every", 0)
-    with pytest.raises(VidlakeError, match="split.commit_every must be positive"):
-        split(ctx)
+    with pytest.raises(VidlakeError, match="'split.commit_every' must be at least 1, got 0"):
+        ctx.cfg.set("split.commit_every", 0)
 
 
 def test_hints_detector_uses_the_spans_the_source_shipped(ctx, spark):
