@@ -13,8 +13,9 @@
 #   - for GPU stages (score, caption; split with transnetv2) sets spark.executor.resource.gpu.amount,
 #     spark.executor.resource.gpu.discoveryScript and spark.task.resource.gpu.amount from the
 #     stage's conf (python -m jobs.submit_conf); VIDLAKE_GPU=0 leaves them out;
-#   - with --delta-packages or VIDLAKE_DELTA_PACKAGES=1 adds
-#     --packages io.delta:delta-spark_2.13:$VIDLAKE_DELTA_VERSION (default 4.0.0);
+#   - with --delta-packages or VIDLAKE_DELTA_PACKAGES=1 adds --packages with Delta's jars for the
+#     installed pyspark and delta-spark (python -m jobs.delta_packages; $VIDLAKE_DELTA_VERSION names
+#     another Delta release), and a pairing no Delta release builds stops here with the reason;
 #   - runs spark-submit (from PATH, else $SPARK_HOME/bin, else the one pyspark bundles) on
 #     jobs/<stage module>.py with the remaining arguments.
 # VIDLAKE_SUBMIT_ARGS holds any other spark-submit options (master, deploy mode, executors, confs).
@@ -24,7 +25,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-python3}"
 command -v "$python" >/dev/null 2>&1 || python=python
 
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 delta_packages="${VIDLAKE_DELTA_PACKAGES:-0}"
 while [[ $# -gt 0 && "$1" == --* ]]; do
@@ -79,7 +80,10 @@ if [[ "${VIDLAKE_GPU:-1}" != 0 ]]; then
   done < <("$python" -m jobs.submit_conf "$stage" --conf "$profile" "${overrides[@]}")
 fi
 if [[ "$delta_packages" == 1 ]]; then
-  submit_args+=(--packages "io.delta:delta-spark_2.13:${VIDLAKE_DELTA_VERSION:-4.0.0}")
+  delta_version=()
+  [[ -n "${VIDLAKE_DELTA_VERSION:-}" ]] && delta_version=(--delta-version "$VIDLAKE_DELTA_VERSION")
+  coordinates="$("$python" -m jobs.delta_packages "${delta_version[@]}")" || exit 2
+  submit_args+=(--packages "$coordinates")
 fi
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$(command -v "$python")}"
 # In client mode the driver runs here: it imports vidlake from this checkout, ahead of the zip that

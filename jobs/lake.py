@@ -4,7 +4,7 @@
     lake.sql("SELECT ... FROM clips"), lake.history("clips")
 
 Two engines do the Delta work. `delta-spark` is used when Delta's JVM classes are on Spark's
-classpath (a cluster started with `--packages io.delta:delta-spark_2.13:...`, Databricks).
+classpath (a cluster started with `--packages` of `python -m jobs.delta_packages`, Databricks).
 `delta-rs` is used everywhere else: Spark's executors write the parquet files (mapInArrow, one
 file per task and partition value), the driver collects their add actions (one small row per
 file) and commits them as one Delta transaction with the `deltalake` package; reads go through

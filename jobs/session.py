@@ -11,6 +11,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from jobs.config import Config
+from jobs.delta_packages import DeltaVersionError, check_jvm_delta, delta_coordinates
 
 log = logging.getLogger("vidlake")
 
@@ -34,7 +35,8 @@ def build_spark(cfg: Config) -> SparkSession:
     master = cfg.get("spark.master")
     if master:
         builder = builder.master(master)
-    confs = {**_delta_spark_conf(cfg), **cfg.get("spark.conf"), **REQUIRED_CONF}
+    confs = {**cfg.get("spark.conf"), **REQUIRED_CONF}
+    confs.update(_delta_spark_conf(cfg, confs.get("spark.jars.packages", "")))
     for key, value in confs.items():
         builder = builder.config(key, str(value))
     with listening_on_loopback() if str(master).startswith("local") else contextlib.nullcontext():
@@ -42,6 +44,8 @@ def build_spark(cfg: Config) -> SparkSession:
     for key, value in REQUIRED_CONF.items():
         spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
+    if cfg.get("lake.engine") in ("auto", "delta-spark"):
+        check_delta_jars(spark, required=cfg.get("lake.engine") == "delta-spark")
     return spark
 
 
@@ -62,15 +66,20 @@ def listening_on_loopback() -> Iterator[None]:
         os.environ.pop("SPARK_LOCAL_IP", None)
 
 
-def _delta_spark_conf(cfg: Config) -> dict:
-    """Delta's SQL extension and catalog, when the profile asks for the delta-spark engine (they
-    cannot be set on a guess: naming absent classes would stop the session from starting)."""
+def _delta_spark_conf(cfg: Config, packages: str) -> dict:
+    """Delta's SQL extension and catalog, and its jars from Maven (the release that matches the
+    installed pyspark and delta-spark), when the profile asks for the delta-spark engine. They cannot
+    be set on a guess: naming absent classes would stop the session from starting. The packages only
+    take effect where this process starts Spark; spark-submit and platforms bring their own."""
     if cfg.get("lake.engine") != "delta-spark":
         return {}
-    return {
+    confs = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     }
+    if "io.delta:" not in packages:
+        confs["spark.jars.packages"] = ",".join(filter(None, [str(packages), delta_coordinates()]))
+    return confs
 
 
 def _put_project_on_worker_path() -> None:
@@ -79,6 +88,21 @@ def _put_project_on_worker_path() -> None:
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(PROJECT_ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, paths)])
+
+
+def check_delta_jars(spark: SparkSession, required: bool) -> None:
+    """Delta's JVM classes, where present, are the delta-spark Python package's release; where the
+    delta-spark engine is `required`, they must be present. Databricks runs its own Delta build,
+    which its runtime keeps in step with its Python side: nothing to check there."""
+    if not delta_jars_present(spark):
+        if required:
+            raise DeltaVersionError(
+                "lake.engine is delta-spark but Delta's classes are not on Spark's classpath; submit with "
+                f"--packages {delta_coordinates()} (spark-submit.sh --delta-packages)"
+            )
+        return
+    if "DATABRICKS_RUNTIME_VERSION" not in os.environ:
+        check_jvm_delta(spark.sparkContext._jvm.io.delta.package.VERSION())
 
 
 def delta_jars_present(spark: SparkSession) -> bool:

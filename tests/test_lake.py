@@ -12,7 +12,6 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.lake import Lake, LakeError
-from jobs.session import delta_jars_present
 from schemas.ids import video_id
 from schemas.tables import VIDEOS
 
@@ -155,17 +154,6 @@ def test_large_writes_roll_files_at_the_row_limit(spark, tmp_path):
     table = deltalake.DeltaTable(lake.path("scores"))
     assert len(table.file_uris()) == 5
     assert lake.read("scores").count() == 5000
-
-
-def test_delta_spark_engine(spark, tmp_path):
-    if not delta_jars_present(spark):
-        pytest.skip("Delta's JVM jars are not on Spark's classpath here (no Maven repository to fetch "
-                    "io.delta:delta-spark from); this runs where they are, e.g. spark-submit --packages")
-    lake = Lake(spark, str(tmp_path / "lake"), engine="delta-spark")
-    lake.append(spark.createDataFrame([("c1", 1.0)], "clip_id string, motion double"), "scores")
-    lake.upsert(spark.createDataFrame([("c1", 2.0), ("c2", 3.0)], "clip_id string, motion double"), "scores")
-    assert sorted((r.clip_id, r.motion) for r in lake.read("scores").collect()) == [("c1", 2.0), ("c2", 3.0)]
-    assert deltalake.DeltaTable(lake.path("scores")).version() == 1
 
 
 def test_executors_reach_a_databricks_lake_through_the_dbfs_mount():
