@@ -95,9 +95,6 @@ def download_conf(cfg: Config, lake_root: str) -> dict:
         FetchSettings.from_conf(conf)
     except (TypeError, ValueError) as err:
         raise VidlakeError(f"download configuration: {err}") from None
-    for key in ("commit_every", "commit_every_s"):
-        if conf[key] <= 0:
-            raise VidlakeError(f"download.{key} must be positive, got {conf[key]!r}")
     unknown = [s for s in conf["retry_statuses"] if s not in STATUSES or s == OK]
     if unknown:
         raise VidlakeError(f"download.retry_statuses: {unknown} are not failure statuses; they are "
