@@ -212,6 +212,30 @@ def test_miradata_clip_rows_fold_into_one_video_each(ctx, capsys):
     }
 
 
+MIRADATA_HEADER = ("index,video_id,start_frame,end_frame,main_object_caption,background_caption,style_caption,"
+                   "camera_caption,short_caption,dense_caption,fps,start_timestep,end_timestep,,")
+
+
+def test_a_miradata_file_ending_in_a_blank_row_keeps_its_clips_and_rejects_the_blank(ctx, tmp_path, capsys):
+    rows = [
+        "000000000007_Vid0000000A-000001,Vid0000000A,0,250,A boat,Sea,Film,Static,A boat.,A boat on the sea.,25,"
+        "0:00:00.000,0:00:10.000,,",
+        "000000000007_Vid0000000A-000002,Vid0000000A,250,500,A boat,Sea,Film,Pan,It turns.,The boat turns.,25,"
+        "0:00:10.000,0:00:20.000,,",
+        "000000000008_Vid0000000B-000001,Vid0000000B,0,100,A cat,Sofa,Home,Static,A cat.,A cat sleeps.,25,"
+        "0:00:00.000,0:00:04.000,,",
+        ",,,,,,,,,,,,,,",  # as MiraData's own sample ends: every field empty
+    ]
+    source = tmp_path / "miradata_sample.csv"
+    source.write_text(MIRADATA_HEADER + "\n" + "\n".join(rows) + "\n")
+    summary = ingest(ctx, "miradata", source, capsys=capsys)
+    assert "4 input rows = 3 accepted + 1 rejected + 0 folded; 2 videos added" in summary
+    videos = table(ctx, "videos").set_index("source_video_id")
+    assert sorted(videos.index) == ["Vid0000000A", "Vid0000000B"]
+    assert [(h["start_s"], h["end_s"]) for h in videos.loc["Vid0000000A", "clip_hints"]] == [(0.0, 10.0), (10.0, 20.0)]
+    assert errors_by_row(ctx) == {4: ("rejected", parse.EMPTY_ID)}  # the 4th row after the header
+
+
 def test_opensora_plan_annotations_under_a_data_root(ctx, capsys):
     ctx.cfg.set("ingest.opensora_plan.data_root", "https://data.example.org/osp/")
     summary = ingest(ctx, "opensora-plan", FIXTURES / "opensora_plan_nasty.json", capsys=capsys)

@@ -94,8 +94,10 @@ def _keys(fmt: SourceFormat, field, columns: list[str], settings: dict, file_nam
     if fmt.name == "miradata":
         parts = settings["miradata"]["url_template"].split("{video_id}")
         url = pc.binary_join_element_wise(*[p for part in parts for p in (part, video_id)][:-1], "")
+        # Nulls as empty text: "skip" leaves a row whose fields are all null out of the result
+        # (Arrow 26), so a blank row would shift every later row's key.
         frames = pc.binary_join_element_wise(video_id, field("start_frame"), field("end_frame"), ID_SEPARATOR,
-                                             null_handling="skip")
+                                             null_handling="replace", null_replacement="")
         return {"source_video_id": video_id, "row_key": pc.coalesce(text(field("index")), frames), "url": url}
     if fmt.name == "opensora-plan":
         url = resolved(video_id, settings["opensora_plan"]["data_root"], file_name)
