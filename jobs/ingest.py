@@ -105,6 +105,9 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     settings = ctx.cfg.section("ingest")
     if settings["csv_multiline"] not in MULTILINE_MODES:
         raise VidlakeError(f"ingest.csv_multiline must be one of {', '.join(MULTILINE_MODES)}")
+    relative_roots = [root for root in settings["local_roots"] if not str(root).startswith("/")]
+    if relative_roots:
+        raise VidlakeError(f"ingest.local_roots must be absolute folders, not {', '.join(map(str, relative_roots))}")
     files = resolve_inputs(ctx.spark, args.inputs)
     batch = ingest_batch(fmt.name, files)
     counts = ingest(ctx, fmt, files, settings, batch, log)

@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 
 from schemas.ids import video_id
 from udfs import sources as parse
+from udfs.errors import VidlakeError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,13 @@ def test_opensora_plan_caption_list_and_frame_range():
     assert parsed["clip_hints"] == [{"start_s": 2.0, "end_s": 12.0, "caption": "first caption", "score": None}]
     assert parsed["extra"]["height"] == "720" and json.loads(parsed["extra"]["caps"]) == ["first caption", "second"]
     assert parsed["warnings"] == []
+
+
+def test_a_relative_path_under_a_url_base_may_not_climb_out_of_it():
+    paths = parse.LocalPaths("https://data.example.org/osp", [])
+    assert paths.problem("https://data.example.org/osp/a/../b.mp4", "a/../b.mp4") is None
+    assert paths.problem("https://data.example.org/osp/../admin/x.mp4", "../admin/x.mp4") == (
+        f"{parse.PATH_OUTSIDE_BASE}: ../admin/x.mp4 leads out of https://data.example.org/osp")
 
 
 # --- the job on Spark and Delta ------------------------------------------------------------------------
@@ -276,6 +284,47 @@ def test_generic_csv_jsonl_and_parquet_with_local_paths(ctx, tmp_path, capsys):
     assert dict(videos.loc["https://cdn.example.com/e.mp4", "extra"]) == {"tags": '["x","y"]'}
     reasons = sorted(r.reason.split(":")[0] for r in table(ctx, "ingest_errors").itertuples())
     assert reasons == [parse.UNPARSABLE_DURATION, parse.SCHEME_NOT_ALLOWED]
+
+
+def reasons_of(ctx, input_file: Path) -> dict[int, str]:
+    errors = table(ctx, "ingest_errors")
+    return {r.row_number: r.reason for r in errors[errors.input_file == str(input_file)].itertuples()}
+
+
+def test_local_paths_stay_inside_their_base_and_under_local_roots(ctx, tmp_path, capsys):
+    ctx.cfg.set("ingest.allow_local_paths", True)
+    (tmp_path / "outside").mkdir()
+    secret = tmp_path / "outside" / "secret.mp4"
+    secret.write_bytes(b"not for this set")
+    videos = tmp_path / "set" / "videos"
+    videos.mkdir(parents=True)
+    (videos / "a.mp4").write_bytes(b"a")
+    (videos / "escape.mp4").symlink_to(secret)
+    (videos / "inner.mp4").symlink_to(videos / "a.mp4")
+    listing = tmp_path / "set" / "list.csv"
+    listing.write_text("path\nvideos/a.mp4\n./videos/inner.mp4\nvideos/../videos/b.mp4\n../outside/secret.mp4\n"
+                       "../../../../../../../../etc/passwd\nvideos/escape.mp4\n" + f"{secret}\n")
+    summary = ingest(ctx, "generic", listing, capsys=capsys)
+    assert "7 input rows = 4 accepted + 3 rejected + 0 folded; 4 videos added" in summary
+    reasons = reasons_of(ctx, listing)
+    assert {row: reason.split(":")[0] for row, reason in reasons.items()} == {
+        4: parse.PATH_OUTSIDE_BASE, 5: parse.PATH_OUTSIDE_BASE, 6: parse.PATH_OUTSIDE_BASE}
+    assert reasons[6] == (f"{parse.PATH_OUTSIDE_BASE}: videos/escape.mp4 resolves to {secret.resolve()}, "
+                          f"outside {tmp_path / 'set'}")
+    assert str(secret) in set(table(ctx, "videos")["url"])  # an absolute path: anywhere, without local_roots
+
+    ctx.cfg.set("ingest.local_roots", [str(tmp_path / "set")])
+    rooted = tmp_path / "set" / "rooted.csv"
+    rooted.write_text(f"url\n{videos / 'a.mp4'}\n{secret}\n{secret.as_uri()}\n{videos / 'escape.mp4'}\n")
+    summary = ingest(ctx, "generic", rooted, capsys=capsys)
+    assert "4 input rows = 1 accepted + 3 rejected + 0 folded; 0 videos added (1 rows already" in summary
+    reasons = reasons_of(ctx, rooted)
+    assert {row: reason.split(":")[0] for row, reason in reasons.items()} == {
+        row: parse.PATH_OUTSIDE_LOCAL_ROOTS for row in (2, 3, 4)}
+    assert reasons[4] == f"{parse.PATH_OUTSIDE_LOCAL_ROOTS}: {secret.resolve()} is under none of {tmp_path / 'set'}"
+    ctx.cfg.set("ingest.local_roots", ["set"])
+    with pytest.raises(VidlakeError, match="ingest.local_roots must be absolute folders, not set$"):
+        ingest(ctx, "generic", rooted)
 
 
 def test_clear_errors_for_missing_input_wrong_header_and_unknown_format(spark, tmp_path, capsys):
