@@ -286,6 +286,33 @@ def test_generic_csv_jsonl_and_parquet_with_local_paths(ctx, tmp_path, capsys):
     assert reasons == [parse.UNPARSABLE_DURATION, parse.SCHEME_NOT_ALLOWED]
 
 
+def test_a_reingest_that_accepts_rejected_rows_no_longer_lists_them_and_a_third_adds_nothing(ctx, tmp_path, capsys):
+    listing = tmp_path / "mine.csv"
+    listing.write_text("path,caption,seconds\n/data/a.mp4,A,10\n/data/b.mp4,B,soon\nftp://host/c.mp4,C,3\n"
+                       "https://cdn.example.com/d.mp4,D,4\n")
+    ctx.cfg.set("ingest.generic.duration", "seconds")
+    assert "4 input rows = 1 accepted + 3 rejected + 0 folded; 1 videos added" in ingest(
+        ctx, "generic", listing, capsys=capsys)
+    assert errors_by_row(ctx) == {1: ("rejected", parse.LOCAL_PATH_NOT_ALLOWED),
+                                  2: ("rejected", parse.LOCAL_PATH_NOT_ALLOWED),
+                                  3: ("rejected", parse.SCHEME_NOT_ALLOWED)}
+
+    ctx.cfg.set("ingest.allow_local_paths", True)  # as the rejection's reason advises
+    assert "4 input rows = 3 accepted + 1 rejected + 0 folded; 2 videos added (1 rows already" in ingest(
+        ctx, "generic", listing, capsys=capsys)
+    assert sorted(table(ctx, "videos")["url"]) == ["/data/a.mp4", "/data/b.mp4", "https://cdn.example.com/d.mp4"]
+    assert errors_by_row(ctx) == {2: ("warning", parse.UNPARSABLE_DURATION), 3: ("rejected", parse.SCHEME_NOT_ALLOWED)}
+
+    versions = {name: DeltaTable(ctx.lake.path(name)).version() for name in ("videos", "ingest_errors")}
+    assert "4 input rows = 3 accepted + 1 rejected + 0 folded; 0 videos added (3 rows already" in ingest(
+        ctx, "generic", listing, capsys=capsys)
+    assert {name: DeltaTable(ctx.lake.path(name)).version() for name in versions} == versions
+
+    shutil.rmtree(ctx.lake.path("videos"))  # as if a run had stopped after committing its errors
+    assert "3 videos added" in ingest(ctx, "generic", listing, capsys=capsys)
+    assert len(table(ctx, "ingest_errors")) == 2  # their warning is not recorded twice
+
+
 def reasons_of(ctx, input_file: Path) -> dict[int, str]:
     errors = table(ctx, "ingest_errors")
     return {r.row_number: r.reason for r in errors[errors.input_file == str(input_file)].itertuples()}
