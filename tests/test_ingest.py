@@ -312,6 +312,11 @@ def test_a_reingest_that_accepts_rejected_rows_no_longer_lists_them_and_a_third_
     assert "3 videos added" in ingest(ctx, "generic", listing, capsys=capsys)
     assert len(table(ctx, "ingest_errors")) == 2  # their warning is not recorded twice
 
+    listing.write_text(listing.read_text().replace("ftp://host/c.mp4", "https://cdn.example.com/c.mp4"))
+    assert "4 input rows = 4 accepted + 0 rejected + 0 folded; 1 videos added (3 rows already" in ingest(
+        ctx, "generic", listing, capsys=capsys)  # the edited file is a new batch: its rejections replace the old
+    assert errors_by_row(ctx) == {2: ("warning", parse.UNPARSABLE_DURATION)} and len(table(ctx, "ingest_errors")) == 1
+
 
 def reasons_of(ctx, input_file: Path) -> dict[int, str]:
     errors = table(ctx, "ingest_errors")
