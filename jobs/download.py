@@ -83,7 +83,7 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
 def download_conf(cfg: Config, lake_root: str) -> dict:
     """The `download` section with its defaults resolved: the blob root beside the lake's tables
     (a relative folder made absolute, so every worker writes to the same place), local paths
-    allowed as the ingest stage allows them. Checked here, on the driver."""
+    allowed as the ingest stage allows them and under its local_roots. Checked here, on the driver."""
     conf = cfg.section("download")
     if not conf.get("blob_root"):
         conf["blob_root"] = f"{lake_root.rstrip('/')}/blobs"
@@ -91,6 +91,8 @@ def download_conf(cfg: Config, lake_root: str) -> dict:
         conf["blob_root"] = os.path.abspath(os.path.expanduser(conf["blob_root"]))
     if conf.get("allow_local_paths") is None:
         conf["allow_local_paths"] = bool(cfg.get("ingest.allow_local_paths"))
+    if conf.get("local_roots") is None:
+        conf["local_roots"] = list(cfg.get("ingest.local_roots"))
     try:
         FetchSettings.from_conf(conf)
     except (TypeError, ValueError) as err:

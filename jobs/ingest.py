@@ -23,6 +23,11 @@ Two passes, no shuffle of rows; Spark schedules the tasks, Arrow does the per-ro
 `ingest_batch` is `ingest-<16 hex>`, a hash of the format and each input file's path, size and
 modification time: re-ingesting unchanged files is the same batch, so it adds no row to either
 table; a changed file is a new batch.
+
+`ingest_errors` lists the rejections of each input file's latest ingest: a run that rejects other
+rows of a file than the run before it did (another setting, such as ingest.allow_local_paths, or
+the file edited) replaces the file's rejections, so a row accepted later is no longer listed.
+Warnings stay, one per warned row and batch.
 """
 from __future__ import annotations
 
@@ -58,6 +63,7 @@ from jobs.context import JobContext
 from jobs.lake import WRITTEN_FILES, TableFiles, arrow_filesystem
 from jobs.progress import StageLog
 from schemas import ids, sources
+from schemas.tables import table
 from udfs import candidates as rules
 from udfs import csv_blocks, duplicates
 from udfs.errors import VidlakeError
@@ -105,6 +111,9 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     settings = ctx.cfg.section("ingest")
     if settings["csv_multiline"] not in MULTILINE_MODES:
         raise VidlakeError(f"ingest.csv_multiline must be one of {', '.join(MULTILINE_MODES)}")
+    relative_roots = [root for root in settings["local_roots"] if not str(root).startswith("/")]
+    if relative_roots:
+        raise VidlakeError(f"ingest.local_roots must be absolute folders, not {', '.join(map(str, relative_roots))}")
     files = resolve_inputs(ctx.spark, args.inputs)
     batch = ingest_batch(fmt.name, files)
     counts = ingest(ctx, fmt, files, settings, batch, log)
@@ -149,7 +158,9 @@ def ingest(
 ) -> IngestCounts:
     """Pass 1 writes every row to staging under its bucket; pass 2 writes both tables' files per
     bucket; the driver commits them (errors first: a run stopped between the two commits adds the
-    videos when run again, and its errors are not recorded twice). Staging is removed at the end."""
+    videos when run again, and its errors are not recorded twice). Where ingest_errors has rows of
+    this batch or rejections of these files, pass 2 stages its error rows instead, and the driver
+    records only what changed (record_errors). Staging is removed at the end."""
     staging = f"{ctx.lake.root}/_staging/{batch}"
     now = datetime.now(timezone.utc)
     buckets = bucket_count(ctx.spark, files, settings["bucket_mb"])
@@ -158,7 +169,9 @@ def ingest(
         log.note(f"pass 1: {staged.total_rows()} rows from {len(staged.blocks)} blocks staged in {buckets} buckets "
                  f"({log.elapsed():.1f} s)")
         lake_urls = _write_lake_urls(ctx.lake, fmt, f"{staging}/lake", buckets)
-        errors_files = None if _errors_recorded(ctx.lake, batch) else ctx.lake.table_files("ingest_errors")
+        recorded = _recorded_errors(ctx.lake, fmt, files, batch)
+        errors_files = (ctx.lake.table_files("ingest_errors") if recorded is None else
+                        TableFiles(f"{staging}/errors", table("ingest_errors"), ctx.cfg.get("lake.max_rows_per_file")))
         videos_files = ctx.lake.table_files("videos") if fmt.rows_per_video == "one" else None
         task = BucketTask(fmt, settings, staging, lake_urls, videos_files, errors_files, batch, now,
                           staged.row_offsets(), staged.columns)
@@ -166,8 +179,10 @@ def ingest(
         stats = BlockStats(outcome["block"])
         log.note(f"pass 2: {stats.total('accepted', in_lake=False)} new rows, {sum(outcome['warnings'])} warnings "
                  f"({log.elapsed():.1f} s)")
-        if errors_files is not None:
+        if recorded is None:
             ctx.lake.commit_files("ingest_errors", errors_files, outcome["error_file"])
+        else:
+            record_errors(ctx, fmt, files, recorded, errors_files.directory if outcome["error_file"] else None, log)
         added = stats.total("accepted", in_lake=False)
         if videos_files is not None:
             ctx.lake.commit_files("videos", videos_files, outcome["video_file"])
@@ -209,11 +224,45 @@ def _remove(directory: str) -> None:
     filesystem.delete_dir(root)
 
 
-def _errors_recorded(lake, batch: str) -> bool:
-    """Whether this batch's error rows are in the lake already (they are committed in one go)."""
+ERROR_KEY = ["ingest_batch", "input_file", "row_number", "severity", "reason"]  # one error row
+
+
+def _file_rejections(fmt: sources.SourceFormat, files: list[InputFile]) -> Column:
+    """The ingest_errors rows that list rows of these files as rejected, whatever batch wrote them."""
+    names = [display_name(f.path) for f in files]
+    return (F.col("source") == fmt.name) & F.col("input_file").isin(names) & (F.col("severity") == "rejected")
+
+
+def _recorded_errors(lake, fmt: sources.SourceFormat, files: list[InputFile], batch: str) -> DataFrame | None:
+    """ingest_errors' rows of this batch and rejections of these files; None where there are none
+    (a first ingest, whose error rows are all new)."""
     if not lake.exists("ingest_errors"):
-        return False
-    return not lake.read("ingest_errors").where(F.col("ingest_batch") == batch).limit(1).isEmpty()
+        return None
+    recorded = lake.read("ingest_errors").where((F.col("ingest_batch") == batch) | _file_rejections(fmt, files))
+    return None if recorded.limit(1).isEmpty() else recorded
+
+
+def record_errors(
+    ctx: JobContext, fmt: sources.SourceFormat, files: list[InputFile], recorded: DataFrame, staged: str | None,
+    log: StageLog,
+) -> None:
+    """Records a re-ingest's error rows (`staged`, None where it had none): where its rejections are
+    not the ones recorded for these files, those are replaced by these; warnings not recorded yet
+    are added (a run stopped after its errors' commit warned of its videos already)."""
+    found = (ctx.spark.read.schema(table("ingest_errors").schema).parquet(staged) if staged
+             else ctx.spark.createDataFrame([], table("ingest_errors").schema))
+    rejected = found.where(F.col("severity") == "rejected")
+    was_rejected = recorded.where(_file_rejections(fmt, files))
+    changed = not (rejected.select(ERROR_KEY).exceptAll(was_rejected.select(ERROR_KEY)).isEmpty()
+                   and was_rejected.select(ERROR_KEY).exceptAll(rejected.select(ERROR_KEY)).isEmpty())
+    warned = found.where(F.col("severity") == "warning").join(
+        recorded.where(F.col("severity") == "warning").select(ERROR_KEY), ERROR_KEY, "left_anti")
+    if changed:
+        log.note("rejections differ from the ones recorded for these files: replacing them")
+        ctx.lake.delete("ingest_errors", _file_rejections(fmt, files))
+    added = warned.unionByName(rejected) if changed else warned
+    if not added.isEmpty():
+        ctx.lake.append(added, "ingest_errors")
 
 
 def _write_lake_urls(lake, fmt: sources.SourceFormat, lake_dir: str, buckets: int) -> str | None:

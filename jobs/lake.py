@@ -119,6 +119,12 @@ class Lake:
             return
         self._engine.upsert(source, self.path(name), contract, keys)
 
+    def delete(self, name: str, condition: Column) -> None:
+        """Removes the rows where `condition` holds (rows where it is null stay), in one commit;
+        nothing where none matches or the table does not exist."""
+        if self.exists(name):
+            self._engine.delete(self.path(name), table(name), condition)
+
     def pending(self, df: DataFrame, name: str, keys: tuple | list | None = None) -> DataFrame:
         """The rows of `df` whose keys have no row in the table yet: the work a stage has left."""
         keys = list(keys or table(name).keys)
@@ -240,6 +246,11 @@ class DeltaSparkEngine:
             .execute()
         )
 
+    def delete(self, path: str, contract: Table, condition: Column) -> None:
+        from delta.tables import DeltaTable
+
+        DeltaTable.forPath(self.spark, path).delete(condition)
+
     def history(self, path: str) -> list[dict]:
         from delta.tables import DeltaTable
 
@@ -320,6 +331,21 @@ class DeltaRsEngine:
         adds = self._write_files(rewritten, path, contract)
         removes = _remove_actions(snapshot, touched_names)
         self._commit(path, contract, "append", adds=adds, removes=removes, operation="upsert")
+
+    def delete(self, path: str, contract: Table, condition: Column) -> None:
+        """Copy-on-write DELETE: the files holding a matching row are rewritten without those rows,
+        in one transaction."""
+        snapshot = self._open(path)
+        target = self.read(path, contract, None).withColumn("_file", F.input_file_name())
+        matches = F.coalesce(condition, F.lit(False))
+        touched_names = [row._file for row in target.where(matches).select("_file").distinct().collect()]
+        if not touched_names:
+            return
+        touched = self.spark.createDataFrame([(n,) for n in touched_names], "_file string")
+        kept = target.join(F.broadcast(touched), "_file", "left_semi").where(~matches).drop("_file")
+        adds = self._write_files(conform(kept, contract), path, contract)
+        removes = _remove_actions(snapshot, touched_names)
+        self._commit(path, contract, "append", adds=adds, removes=removes, operation="delete")
 
     def history(self, path: str) -> list[dict]:
         from deltalake import DeltaTable

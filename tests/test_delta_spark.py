@@ -68,6 +68,7 @@ def test_spark_submit_sh_prints_the_mismatch_before_spark_starts(tmp_path):
 
 STAGES_ON_DELTA_SPARK = textwrap.dedent("""
     import sys
+    from pyspark.sql import functions as F
     from jobs.cli import run_stage
     from jobs.context import open_context
     from jobs.config import load_config
@@ -83,6 +84,8 @@ STAGES_ON_DELTA_SPARK = textwrap.dedent("""
     lake.append(spark.createDataFrame([("c1", 1.0)], "clip_id string, motion double"), "scores")
     lake.upsert(spark.createDataFrame([("c1", 2.0), ("c2", 3.0)], "clip_id string, motion double"), "scores")
     print("SCORES", sorted((r.clip_id, r.motion) for r in lake.read("scores").collect()))
+    lake.delete("scores", F.col("motion") > 2.5)
+    print("AFTER DELETE", [r.clip_id for r in lake.read("scores").collect()])
     print("OPERATIONS", [h["operation"] for h in lake.history("scores")])
 """)
 
@@ -96,7 +99,8 @@ def test_stages_on_the_delta_spark_engine_write_with_deltas_own_writer(tmp_path)
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "SCORES [('c1', 2.0), ('c2', 3.0)]" in result.stdout
-    assert "OPERATIONS ['MERGE', 'WRITE']" in result.stdout
+    assert "AFTER DELETE ['c1']" in result.stdout
+    assert "OPERATIONS ['DELETE', 'MERGE', 'WRITE']" in result.stdout
     for table in ("videos", "scores"):
         first_commit = (lake_root / table / "_delta_log" / "00000000000000000000.json").read_text().splitlines()
         commit_info = next(json.loads(line)["commitInfo"] for line in first_commit if '"commitInfo"' in line)

@@ -424,6 +424,35 @@ def test_local_paths_are_fetched_only_where_allowed(tmp_path):
     assert (refused["status"] == status.BLOCKED_URL).all()
 
 
+def test_local_files_outside_local_roots_are_not_read_even_through_a_link(tmp_path):
+    from udfs.sources import PATH_OUTSIDE_LOCAL_ROOTS
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    inside = root / "bikes.mp4"
+    inside.write_bytes(packaged_video("bikes").read_bytes())
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(inside.read_bytes())
+    (root / "link.mp4").symlink_to(outside)
+    rows = pd.DataFrame({"video_id": [row_id("in"), row_id("out"), row_id("link")],
+                         "url": [str(inside), outside.as_uri(), str(root / "link.mp4")]})
+    got = download_batch(rows, settings_dict(tmp_path / "blobs", allow_local_paths=True, local_roots=[str(root)]))
+    assert got["status"].tolist() == [status.OK, status.BLOCKED_URL, status.BLOCKED_URL]
+    assert got["error"][2] == f"{PATH_OUTSIDE_LOCAL_ROOTS}: {outside.resolve()} is under none of {root}"
+
+
+def test_a_local_file_that_is_not_a_video_is_described_without_any_of_its_bytes(tmp_path):
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin\n")
+    keys = tmp_path / "key.bin"
+    keys.write_bytes(b"\x01\x02SECRETKEY\x00\xfe" * 8)
+    rows = pd.DataFrame({"video_id": [row_id("passwd"), row_id("key")], "url": [str(secret), str(keys)]})
+    got = download_batch(rows, settings_dict(tmp_path / "blobs", allow_local_paths=True))
+    assert got["status"].tolist() == [status.NOT_VIDEO, status.NOT_VIDEO]
+    assert got["error"].tolist() == ["the body is text, not a video container",
+                                     "the body is data of an unknown kind, not a video container"]
+
+
 def test_page_urls_go_to_ytdlp_and_its_failure_is_a_status(tmp_path):
     pytest.importorskip("yt_dlp")
     bikes = packaged_video("bikes")

@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 
 from schemas.ids import video_id
 from udfs import sources as parse
+from udfs.errors import VidlakeError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,13 @@ def test_opensora_plan_caption_list_and_frame_range():
     assert parsed["clip_hints"] == [{"start_s": 2.0, "end_s": 12.0, "caption": "first caption", "score": None}]
     assert parsed["extra"]["height"] == "720" and json.loads(parsed["extra"]["caps"]) == ["first caption", "second"]
     assert parsed["warnings"] == []
+
+
+def test_a_relative_path_under_a_url_base_may_not_climb_out_of_it():
+    paths = parse.LocalPaths("https://data.example.org/osp", [])
+    assert paths.problem("https://data.example.org/osp/a/../b.mp4", "a/../b.mp4") is None
+    assert paths.problem("https://data.example.org/osp/../admin/x.mp4", "../admin/x.mp4") == (
+        f"{parse.PATH_OUTSIDE_BASE}: ../admin/x.mp4 leads out of https://data.example.org/osp")
 
 
 # --- the job on Spark and Delta ------------------------------------------------------------------------
@@ -212,6 +220,30 @@ def test_miradata_clip_rows_fold_into_one_video_each(ctx, capsys):
     }
 
 
+MIRADATA_HEADER = ("index,video_id,start_frame,end_frame,main_object_caption,background_caption,style_caption,"
+                   "camera_caption,short_caption,dense_caption,fps,start_timestep,end_timestep,,")
+
+
+def test_a_miradata_file_ending_in_a_blank_row_keeps_its_clips_and_rejects_the_blank(ctx, tmp_path, capsys):
+    rows = [
+        "000000000007_Vid0000000A-000001,Vid0000000A,0,250,A boat,Sea,Film,Static,A boat.,A boat on the sea.,25,"
+        "0:00:00.000,0:00:10.000,,",
+        "000000000007_Vid0000000A-000002,Vid0000000A,250,500,A boat,Sea,Film,Pan,It turns.,The boat turns.,25,"
+        "0:00:10.000,0:00:20.000,,",
+        "000000000008_Vid0000000B-000001,Vid0000000B,0,100,A cat,Sofa,Home,Static,A cat.,A cat sleeps.,25,"
+        "0:00:00.000,0:00:04.000,,",
+        ",,,,,,,,,,,,,,",  # as MiraData's own sample ends: every field empty
+    ]
+    source = tmp_path / "miradata_sample.csv"
+    source.write_text(MIRADATA_HEADER + "\n" + "\n".join(rows) + "\n")
+    summary = ingest(ctx, "miradata", source, capsys=capsys)
+    assert "4 input rows = 3 accepted + 1 rejected + 0 folded; 2 videos added" in summary
+    videos = table(ctx, "videos").set_index("source_video_id")
+    assert sorted(videos.index) == ["Vid0000000A", "Vid0000000B"]
+    assert [(h["start_s"], h["end_s"]) for h in videos.loc["Vid0000000A", "clip_hints"]] == [(0.0, 10.0), (10.0, 20.0)]
+    assert errors_by_row(ctx) == {4: ("rejected", parse.EMPTY_ID)}  # the 4th row after the header
+
+
 def test_opensora_plan_annotations_under_a_data_root(ctx, capsys):
     ctx.cfg.set("ingest.opensora_plan.data_root", "https://data.example.org/osp/")
     summary = ingest(ctx, "opensora-plan", FIXTURES / "opensora_plan_nasty.json", capsys=capsys)
@@ -252,6 +284,79 @@ def test_generic_csv_jsonl_and_parquet_with_local_paths(ctx, tmp_path, capsys):
     assert dict(videos.loc["https://cdn.example.com/e.mp4", "extra"]) == {"tags": '["x","y"]'}
     reasons = sorted(r.reason.split(":")[0] for r in table(ctx, "ingest_errors").itertuples())
     assert reasons == [parse.UNPARSABLE_DURATION, parse.SCHEME_NOT_ALLOWED]
+
+
+def test_a_reingest_that_accepts_rejected_rows_no_longer_lists_them_and_a_third_adds_nothing(ctx, tmp_path, capsys):
+    listing = tmp_path / "mine.csv"
+    listing.write_text("path,caption,seconds\n/data/a.mp4,A,10\n/data/b.mp4,B,soon\nftp://host/c.mp4,C,3\n"
+                       "https://cdn.example.com/d.mp4,D,4\n")
+    ctx.cfg.set("ingest.generic.duration", "seconds")
+    assert "4 input rows = 1 accepted + 3 rejected + 0 folded; 1 videos added" in ingest(
+        ctx, "generic", listing, capsys=capsys)
+    assert errors_by_row(ctx) == {1: ("rejected", parse.LOCAL_PATH_NOT_ALLOWED),
+                                  2: ("rejected", parse.LOCAL_PATH_NOT_ALLOWED),
+                                  3: ("rejected", parse.SCHEME_NOT_ALLOWED)}
+
+    ctx.cfg.set("ingest.allow_local_paths", True)  # as the rejection's reason advises
+    assert "4 input rows = 3 accepted + 1 rejected + 0 folded; 2 videos added (1 rows already" in ingest(
+        ctx, "generic", listing, capsys=capsys)
+    assert sorted(table(ctx, "videos")["url"]) == ["/data/a.mp4", "/data/b.mp4", "https://cdn.example.com/d.mp4"]
+    assert errors_by_row(ctx) == {2: ("warning", parse.UNPARSABLE_DURATION), 3: ("rejected", parse.SCHEME_NOT_ALLOWED)}
+
+    versions = {name: DeltaTable(ctx.lake.path(name)).version() for name in ("videos", "ingest_errors")}
+    assert "4 input rows = 3 accepted + 1 rejected + 0 folded; 0 videos added (3 rows already" in ingest(
+        ctx, "generic", listing, capsys=capsys)
+    assert {name: DeltaTable(ctx.lake.path(name)).version() for name in versions} == versions
+
+    shutil.rmtree(ctx.lake.path("videos"))  # as if a run had stopped after committing its errors
+    assert "3 videos added" in ingest(ctx, "generic", listing, capsys=capsys)
+    assert len(table(ctx, "ingest_errors")) == 2  # their warning is not recorded twice
+
+    listing.write_text(listing.read_text().replace("ftp://host/c.mp4", "https://cdn.example.com/c.mp4"))
+    assert "4 input rows = 4 accepted + 0 rejected + 0 folded; 1 videos added (3 rows already" in ingest(
+        ctx, "generic", listing, capsys=capsys)  # the edited file is a new batch: its rejections replace the old
+    assert errors_by_row(ctx) == {2: ("warning", parse.UNPARSABLE_DURATION)} and len(table(ctx, "ingest_errors")) == 1
+
+
+def reasons_of(ctx, input_file: Path) -> dict[int, str]:
+    errors = table(ctx, "ingest_errors")
+    return {r.row_number: r.reason for r in errors[errors.input_file == str(input_file)].itertuples()}
+
+
+def test_local_paths_stay_inside_their_base_and_under_local_roots(ctx, tmp_path, capsys):
+    ctx.cfg.set("ingest.allow_local_paths", True)
+    (tmp_path / "outside").mkdir()
+    secret = tmp_path / "outside" / "secret.mp4"
+    secret.write_bytes(b"not for this set")
+    videos = tmp_path / "set" / "videos"
+    videos.mkdir(parents=True)
+    (videos / "a.mp4").write_bytes(b"a")
+    (videos / "escape.mp4").symlink_to(secret)
+    (videos / "inner.mp4").symlink_to(videos / "a.mp4")
+    listing = tmp_path / "set" / "list.csv"
+    listing.write_text("path\nvideos/a.mp4\n./videos/inner.mp4\nvideos/../videos/b.mp4\n../outside/secret.mp4\n"
+                       "../../../../../../../../etc/passwd\nvideos/escape.mp4\n" + f"{secret}\n")
+    summary = ingest(ctx, "generic", listing, capsys=capsys)
+    assert "7 input rows = 4 accepted + 3 rejected + 0 folded; 4 videos added" in summary
+    reasons = reasons_of(ctx, listing)
+    assert {row: reason.split(":")[0] for row, reason in reasons.items()} == {
+        4: parse.PATH_OUTSIDE_BASE, 5: parse.PATH_OUTSIDE_BASE, 6: parse.PATH_OUTSIDE_BASE}
+    assert reasons[6] == (f"{parse.PATH_OUTSIDE_BASE}: videos/escape.mp4 resolves to {secret.resolve()}, "
+                          f"outside {tmp_path / 'set'}")
+    assert str(secret) in set(table(ctx, "videos")["url"])  # an absolute path: anywhere, without local_roots
+
+    ctx.cfg.set("ingest.local_roots", [str(tmp_path / "set")])
+    rooted = tmp_path / "set" / "rooted.csv"
+    rooted.write_text(f"url\n{videos / 'a.mp4'}\n{secret}\n{secret.as_uri()}\n{videos / 'escape.mp4'}\n")
+    summary = ingest(ctx, "generic", rooted, capsys=capsys)
+    assert "4 input rows = 1 accepted + 3 rejected + 0 folded; 0 videos added (1 rows already" in summary
+    reasons = reasons_of(ctx, rooted)
+    assert {row: reason.split(":")[0] for row, reason in reasons.items()} == {
+        row: parse.PATH_OUTSIDE_LOCAL_ROOTS for row in (2, 3, 4)}
+    assert reasons[4] == f"{parse.PATH_OUTSIDE_LOCAL_ROOTS}: {secret.resolve()} is under none of {tmp_path / 'set'}"
+    ctx.cfg.set("ingest.local_roots", ["set"])
+    with pytest.raises(VidlakeError, match="ingest.local_roots must be absolute folders, not set$"):
+        ingest(ctx, "generic", rooted)
 
 
 def test_clear_errors_for_missing_input_wrong_header_and_unknown_format(spark, tmp_path, capsys):

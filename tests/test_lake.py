@@ -87,6 +87,18 @@ def test_pending_is_what_the_table_does_not_have_yet(spark, lake):
     assert [r.clip_id for r in lake.pending(todo, "scores").collect()] == ["c3"]
 
 
+def test_delete_removes_only_the_matching_rows_in_one_commit(spark, lake):
+    rows = video_rows("webvid10m", range(4)) + video_rows("panda70m", range(2))
+    rows[1]["caption"] = None  # the condition is null on this row: it stays
+    lake.append(spark.createDataFrame(rows, VIDEOS), "videos")
+    lake.delete("videos", (F.col("source") == "webvid10m") & (F.col("caption") != "gone") & (F.col("duration_s") >= 2))
+    assert sorted((r.source, r.source_video_id) for r in lake.read("videos").collect()) == [
+        ("panda70m", "0"), ("panda70m", "1"), ("webvid10m", "0"), ("webvid10m", "1")]
+    assert deltalake.DeltaTable(lake.path("videos")).version() == 1
+    lake.delete("videos", F.col("source") == "nobody")  # nothing matches: no commit
+    assert deltalake.DeltaTable(lake.path("videos")).version() == 1
+
+
 def test_row_count_follows_appends_upserts_and_overwrites(spark, lake):
     assert lake.row_count("scores") == 0  # no table yet
     lake.append(spark.createDataFrame([("c1", 1.0), ("c2", 2.0)], "clip_id string, motion double"), "scores")

@@ -37,6 +37,7 @@ WEBVID_DURATION = r"^PT\d\dH\d\dM\d\dS$"
 JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 SHOWN_VALUE_CHARS = 120
+PARENT_PART = r"(^|/)\.\.(/|$)"  # a `..` part of a path
 
 
 def candidates(
@@ -55,7 +56,8 @@ def candidates(
     reject = pc.coalesce(
         when(malformed, pa.scalar(f"{parse.MALFORMED_ROW}: its fields do not match the header")),
         when(no_id, pa.scalar(empty_id)),
-        url_problems(keys["url"], settings["allow_local_paths"]),
+        url_problems(keys["url"], settings["allow_local_paths"], keys.get("relative"),
+                     parse.LocalPaths(keys.get("base"), settings.get("local_roots") or ())),
     )
     table = pa.table({
         "_file": pa.repeat(pa.scalar(file_name), n).dictionary_encode(),
@@ -84,24 +86,28 @@ def text(values) -> pa.Array:
     return pc.if_else(blank, pa.scalar(None, pa.string()), trimmed)
 
 
-def _keys(fmt: SourceFormat, field, columns: list[str], settings: dict, file_name: str) -> dict[str, pa.Array]:
+def _keys(fmt: SourceFormat, field, columns: list[str], settings: dict, file_name: str) -> dict:
     """source_video_id, row_key and url of a format's rows. Rows with the same video id and row_key
     are duplicates; row_key is null where a row is the whole video (WebVid, Panda-70M, generic), so
-    the id alone decides and no copy of it is staged."""
+    the id alone decides and no copy of it is staged. Formats with paths also give `base`, what
+    relative paths are joined onto, and `relative`, each url's relative path (null where it has none)."""
     if fmt.name == "generic":
         return _generic_keys(field, columns, settings["generic"], file_name)
     video_id = text(field(fmt.video_id_column))
     if fmt.name == "miradata":
         parts = settings["miradata"]["url_template"].split("{video_id}")
         url = pc.binary_join_element_wise(*[p for part in parts for p in (part, video_id)][:-1], "")
+        # Nulls as empty text: "skip" leaves a row whose fields are all null out of the result
+        # (Arrow 26), so a blank row would shift every later row's key.
         frames = pc.binary_join_element_wise(video_id, field("start_frame"), field("end_frame"), ID_SEPARATOR,
-                                             null_handling="skip")
+                                             null_handling="replace", null_replacement="")
         return {"source_video_id": video_id, "row_key": pc.coalesce(text(field("index")), frames), "url": url}
     if fmt.name == "opensora-plan":
-        url = resolved(video_id, settings["opensora_plan"]["data_root"], file_name)
+        base = base_of(settings["opensora_plan"]["data_root"], file_name)
+        url, relative = resolved(video_id, base)
         frame_idx = pc.coalesce(text(field("frame_idx")), "")
         return {"source_video_id": video_id, "row_key": pc.binary_join_element_wise(video_id, frame_idx, ID_SEPARATOR),
-                "url": url}
+                "url": url, "base": base, "relative": relative}
     url_column = {"webvid10m": "contentUrl", "panda70m": "url"}[fmt.name]
     return {"source_video_id": video_id, "row_key": pa.nulls(len(video_id), pa.string()),
             "url": text(field(url_column))}
@@ -122,37 +128,53 @@ def check_generic_mapping(mapping: dict, columns: list[str], file_name: str) -> 
         )
 
 
-def _generic_keys(field, columns: list[str], mapping: dict, file_name: str) -> dict[str, pa.Array]:
+def _generic_keys(field, columns: list[str], mapping: dict, file_name: str) -> dict:
     check_generic_mapping(mapping, columns, file_name)
     present = [key for key in ("url", "path") if mapping.get(key) in columns]
-    locations = [text(field(mapping["url"]))] if "url" in present else []
+    url = text(field(mapping["url"])) if "url" in present else None
+    base, relative = base_of(mapping["data_root"], file_name), None
     if "path" in present:
-        locations.append(resolved(text(field(mapping["path"])), mapping["data_root"], file_name))
-    location = pc.coalesce(*locations) if len(locations) > 1 else locations[0]
-    identity = text(field(mapping["id"])) if mapping.get("id") else location
-    return {"source_video_id": identity, "row_key": pa.nulls(len(identity), pa.string()), "url": location}
+        path, relative = resolved(text(field(mapping["path"])), base)
+        if url is not None:  # a row's url wins over its path
+            relative = pc.if_else(pc.is_null(url), relative, pa.scalar(None, pa.string()))
+        url = path if url is None else pc.coalesce(url, path)
+    identity = text(field(mapping["id"])) if mapping.get("id") else url
+    return {"source_video_id": identity, "row_key": pa.nulls(len(identity), pa.string()), "url": url, "base": base,
+            "relative": relative}
 
 
-def resolved(path: pa.Array, data_root: str | None, file_name: str) -> pa.Array:
-    """Paths as locations: absolute paths and URLs as they are, relative ones under data_root, or
-    under the input file's folder where data_root is not set."""
-    base = data_root.rstrip("/") if data_root else file_name.rsplit("/", 1)[0]
+def base_of(data_root: str | None, file_name: str) -> str:
+    """What relative paths are under: data_root, or the input file's folder where it is not set."""
+    return data_root.rstrip("/") if data_root else file_name.rsplit("/", 1)[0]
+
+
+def resolved(path: pa.Array, base: str) -> tuple[pa.Array, pa.Array]:
+    """Paths as locations (absolute paths and URLs as they are, relative ones joined onto base),
+    and the relative paths (null where a path was absolute)."""
     absolute = pc.or_(pc.starts_with(path, "/"), pc.match_substring_regex(path, parse.URL_SCHEME))
-    relative = pc.binary_join_element_wise(base, pc.replace_substring_regex(path, r"^\./", ""), "/")
-    return pc.if_else(absolute, path, relative)
+    relative = pc.if_else(absolute, pa.scalar(None, pa.string()), pc.replace_substring_regex(path, r"^\./", ""))
+    return pc.coalesce(pc.binary_join_element_wise(base, relative, "/"), path), relative
 
 
 # --- rejects -----------------------------------------------------------------------------------------
 
 
-def url_problems(urls: pa.Array, allow_local_paths: bool) -> pa.Array:
-    """Why each URL cannot be ingested, or null (udfs/sources.url_problem); http URLs, nearly every
-    row, are settled by one vectorised match."""
-    plain = pc.fill_null(pc.match_substring_regex(urls, parse.HTTP_URL), False).to_numpy(zero_copy_only=False)
+def url_problems(
+    urls: pa.Array, allow_local_paths: bool, relative: pa.Array | None, local_paths: parse.LocalPaths
+) -> pa.Array:
+    """Why each URL cannot be ingested, or null (udfs/sources.url_problem, then LocalPaths.problem
+    for what it allows; `relative` is each URL's relative path, or None where none has one). http
+    URLs whose relative path (if any) has no `..` part, nearly every row, are settled by vectorised
+    matches."""
+    plain = pc.fill_null(pc.match_substring_regex(urls, parse.HTTP_URL), False)
+    if relative is not None:
+        plain = pc.and_(plain, pc.invert(pc.fill_null(pc.match_substring_regex(relative, PARENT_PART), False)))
     problems = np.full(len(urls), None, dtype=object)
-    rest = np.flatnonzero(~plain)
+    rest = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
     values = pc.take(urls, pa.array(rest)).to_pylist()
-    problems[rest] = [parse.url_problem(url, allow_local_paths) for url in values]
+    paths = pc.take(relative, pa.array(rest)).to_pylist() if relative is not None else [None] * len(rest)
+    problems[rest] = [parse.url_problem(url, allow_local_paths) or local_paths.problem(url, path)
+                      for url, path in zip(values, paths, strict=True)]
     return pa.array(problems, pa.string())
 
 

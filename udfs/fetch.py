@@ -42,6 +42,7 @@ from udfs.fetch_http import fetch_http
 from udfs.fetch_store import BlobStore, BodySink, SpoolError, check_video_id, discard
 from udfs.fetch_ytdlp import fetch_with_ytdlp, is_page_host
 from udfs.probe import ProbeError, probe_video
+from udfs.sources import LocalPaths
 
 # The `video_files` columns (schemas.tables.VIDEO_FILES, which this module cannot import: udfs
 # stay free of pyspark) with the pandas dtype each is returned as.
@@ -179,7 +180,7 @@ def fetch_into(url: object, sink: BodySink, settings: FetchSettings) -> None:
         if not settings.allow_local_paths:
             raise FetchFailure(BLOCKED_URL, f"{url!r} is a local path; local paths are fetched only with "
                                             "download.allow_local_paths (or ingest.allow_local_paths) true")
-        copy_file(local_path, sink, Deadline(settings.timeout_s))
+        copy_file(_within_local_roots(local_path, settings.local_roots), sink, Deadline(settings.timeout_s))
         return
     host = (urlsplit(url).hostname or "") if urlsplit(url).scheme.lower() in ("http", "https") else ""
     if settings.ytdlp_enabled and host and is_page_host(host, settings):
@@ -198,6 +199,17 @@ def _local_path(url: str) -> str | None:
     if not parts.scheme:
         return url
     return None
+
+
+def _within_local_roots(path: str, local_roots: tuple) -> str:
+    """The file a local path names, symlinks resolved, where it is under one of `local_roots` (or
+    they are empty): a link swapped since ingest, or a row ingested before the roots were set, is
+    not read. The resolved path is what is opened, so the link cannot change in between."""
+    real = os.path.realpath(path)
+    problem = LocalPaths(None, local_roots).problem(real, None) if local_roots else None
+    if problem:
+        raise FetchFailure(BLOCKED_URL, problem)
+    return real
 
 
 def copy_file(path: str, sink: BodySink, deadline: Deadline) -> None:

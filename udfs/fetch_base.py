@@ -47,12 +47,13 @@ class FetchFailure(Exception):
 class FetchSettings:
     """The `download` section of the configuration, checked once per task.
 
-    `blob_root` and `allow_local_paths` must be resolved by the caller (the job fills in the
-    lake-relative default and the ingest setting)."""
+    `blob_root`, `allow_local_paths` and `local_roots` must be resolved by the caller (the job
+    fills in the lake-relative default and the ingest settings)."""
 
     blob_root: str
     allow_hosts: tuple = ()
     allow_local_paths: bool = False
+    local_roots: tuple = ()  # folders a local file must be under (symlinks resolved); empty: anywhere
     timeout_s: float = 300.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
@@ -85,6 +86,7 @@ class FetchSettings:
             raise ValueError("download.blob_root must be resolved to a folder or URL before fetching")
         for key in ("allow_hosts", "ytdlp_hosts"):
             values[key] = tuple(str(h).strip().lower() for h in values.get(key) or ())
+        values["local_roots"] = tuple(str(root) for root in values.get("local_roots") or ())
         settings = cls(**values)
         for key in ("timeout_s", "connect_timeout_s", "read_timeout_s", "max_bytes", "concurrency", "probes_at_once",
                     "index_max_bytes"):

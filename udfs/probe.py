@@ -95,7 +95,8 @@ def _sync_bytes_at(head: bytes, offset: int, stride: int) -> bool:
 
 
 def describe_head(head: bytes) -> str:
-    """A short, printable description of bytes that are not a video, for the error message."""
+    """What kind of bytes a body that is not a video holds, for the error message: a kind only,
+    never the bytes, since the file may be anyone's (a local path's, a server's private page)."""
     text = head[:200].lstrip().lower()
     kinds = (
         (b"<!doctype html", "an HTML page"), (b"<html", "an HTML page"), (b"<?xml", "an XML document"),
@@ -107,7 +108,8 @@ def describe_head(head: bytes) -> str:
             return kind
     if not head:
         return "an empty body"
-    return f"unknown bytes {head[:16]!r}"
+    controls = set(head[:200]) - set(b"\t\n\r\f")
+    return "text" if not any(b < 0x20 or b == 0x7F for b in controls) else "data of an unknown kind"
 
 
 def probe_video(path: str | Path, count_all_packets: bool = False, container: str | None = None,

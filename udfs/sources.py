@@ -14,7 +14,11 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
+import posixpath
 import re
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
@@ -25,6 +29,8 @@ EMPTY_URL = "empty url"
 UNPARSABLE_URL = "unparsable url"
 SCHEME_NOT_ALLOWED = "url scheme not allowed"
 LOCAL_PATH_NOT_ALLOWED = "local path not allowed"
+PATH_OUTSIDE_BASE = "path outside its base"
+PATH_OUTSIDE_LOCAL_ROOTS = "local path outside ingest.local_roots"
 CONFLICTING_DUPLICATE = "duplicate id with a different url"
 CONFLICTS_WITH_LAKE = "id already in the lake with a different url"
 
@@ -77,6 +83,54 @@ def url_problem(url: str | None, allow_local_paths: bool) -> str | None:
     if scheme:
         return f"{SCHEME_NOT_ALLOWED}: {scheme} (only http and https)"
     return unparsable
+
+
+class LocalPaths:
+    """Where the local files a batch of rows names may be: inside the base its relative paths were
+    joined onto, and, where `local_roots` is not empty, under one of those folders. Symlinks are
+    resolved before either check (the folders' once, here), so a link cannot lead out."""
+
+    def __init__(self, base: str | None, local_roots: Sequence[str]):
+        self.base = base
+        base_file = local_file(base) if base else None
+        self.real_base = os.path.realpath(base_file) if base_file else None
+        self.local_roots = list(local_roots)
+        self.real_roots = [os.path.realpath(root) for root in self.local_roots]
+
+    def problem(self, location: str, relative: str | None) -> str | None:
+        """Why an allowed location may still not be read, or None. `relative` is the path that was
+        joined onto the base to give `location` (None where the row named it absolutely)."""
+        if relative is not None and _climbs_out(relative):
+            return f"{PATH_OUTSIDE_BASE}: {relative[:SHOWN_URL_CHARS]} leads out of {self.base}"
+        file = local_file(location)
+        if file is None:
+            return None
+        real = os.path.realpath(file)
+        if relative is not None and self.real_base is not None and not _inside(real, self.real_base):
+            return f"{PATH_OUTSIDE_BASE}: {relative[:SHOWN_URL_CHARS]} resolves to {real}, outside {self.base}"
+        if self.real_roots and not any(_inside(real, root) for root in self.real_roots):
+            return (f"{PATH_OUTSIDE_LOCAL_ROOTS}: {real[:SHOWN_URL_CHARS]} is under none of "
+                    f"{', '.join(self.local_roots)}")
+        return None
+
+
+def local_file(location: str) -> str | None:
+    """The file system path of a local location (/data/a.mp4, file:///data/a.mp4), else None."""
+    if location.startswith("/"):
+        return location
+    if _FILE.match(location):
+        return unquote(urlsplit(location).path)
+    return None
+
+
+def _climbs_out(relative: str) -> bool:
+    """Whether a relative path's `..` parts lead above where it starts."""
+    normal = posixpath.normpath(relative)
+    return normal == ".." or normal.startswith("../")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def parse_duration(text: object) -> float | None:
