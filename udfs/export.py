@@ -9,12 +9,12 @@ reads every frame of `path` and samples its training window anywhere in them, so
 a file of exactly the clip: `ClipFiles` cuts one for a clip that split left as a frame range of its
 source video (split.materialize=none).
 
-Timelines: in both exports `num_frames`, `fps`, `width`, `height` describe the clip's own file (the
-CSV's `path`, the sample's mp4), which starts at 0. The fields named `source_*` are on the source
-video's timeline: `source_start_frame`/`source_end_frame` (both exports) and
-`source_start_s`/`source_end_s` (the sample json) are where the clip lies in the video `video_id`.
-`resolution` is height x width in both; the sample json's `resolution_label` is the clips table's
-short-side bucket (`240p`, `<240p`, ...).
+Timelines: in both exports `num_frames`, `fps`, `width`, `height` (and the sample json's
+`duration_s`) describe the clip's own file (the CSV's `path`, the sample's mp4), which starts at
+0. The fields named `source_*` are on the source video's timeline: `source_start_frame` and
+`source_end_frame` (both exports), `source_start_s` and `source_end_s` (the sample json) are where
+the clip lies in the video `video_id`. `resolution` is height x width in both; the sample json's
+`resolution_label` is the clips table's short-side bucket (`240p`, `<240p`, ...).
 """
 from __future__ import annotations
 
