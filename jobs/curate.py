@@ -30,6 +30,8 @@ EXPORTS = ("opensora-csv", "parquet", "webdataset")
 # The exports a trainer reads captions from: a clip without one is left out or refused there.
 CAPTIONED_EXPORTS = ("opensora-csv", "webdataset")
 MISSING_CAPTION_CHOICES = ("skip", "fail")
+# Where the lake keeps tables and blobs: no export writes there (--overwrite would remove them).
+LAKE_LOCATIONS = ("lake.root", "download.blob_root", "split.clip_root")
 MAX_FAILURES_SHOWN = 10
 
 OPENSORA_SCHEMA = StructType(
@@ -81,11 +83,29 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
 
 
 def check_outputs(ctx: JobContext, args: argparse.Namespace) -> None:
-    """Every destination the export writes, checked before any query runs (jobs.output.check_output)."""
+    """Every destination the export writes, checked before any query runs (jobs.output.check_output),
+    and kept apart from the lake's own folders."""
     single_file = args.export == "opensora-csv" or (args.export == "parquet" and args.out.lower().endswith(".parquet"))
-    check_output(ctx.spark, args.out, "file" if single_file else "folder", args.overwrite)
+    outputs = [("--out", args.out, "file" if single_file else "folder")]
     if args.export == "opensora-csv":
-        check_output(ctx.spark, clip_dir_of(ctx, args.out), "folder", args.overwrite, option="curate.export.clip_dir")
+        outputs.append(("curate.export.clip_dir", clip_dir_of(ctx, args.out), "folder"))
+    for option, path, kind in outputs:
+        _check_apart_from_lake(ctx, option, path)
+        check_output(ctx.spark, path, kind, args.overwrite, option=option)
+
+
+def _check_apart_from_lake(ctx: JobContext, option: str, path: str) -> None:
+    for key in LAKE_LOCATIONS:
+        location = ctx.cfg.get(key)
+        if location and _overlap(path, location):
+            raise VidlakeError(f"{option} {path} overlaps {key} ({location}); write the export to a place of its "
+                               "own (--overwrite replaces it)")
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether one location is the other or lies inside it."""
+    a, b = (p.rstrip("/") if "://" in p else str(Path(p).resolve()) for p in (first, second))
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def clip_dir_of(ctx: JobContext, out: str) -> str:
@@ -175,7 +195,7 @@ def export_opensora_csv(ctx: JobContext, clips: DataFrame, args: argparse.Namesp
     cutter = export.ClipFiles(clip_dir, ctx.cfg.section("split.reencode"))
     # Cutting is the expensive part: run it once, whatever the CSV and the failure list read.
     table = rows.mapInPandas(export.opensora_export_batches(cutter), OPENSORA_EXPORT_SCHEMA)
-    table = reported(lambda: table.localCheckpoint(eager=True), "cutting clip files")
+    table = table.localCheckpoint(eager=True)
     failures = [{"clip_id": r.id, "reason": r.export_error}
                 for r in table.where(F.col("export_error").isNotNull()).select("id", "export_error").collect()]
     exported = table.where(F.col("export_error").isNull()).drop("export_error")

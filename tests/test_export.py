@@ -195,6 +195,19 @@ def test_outputs_are_checked_before_any_query_runs(spark, split_lake, tmp_path, 
     assert sorted(tmp_path.rglob("*")) == listing
 
 
+def test_no_export_writes_into_the_lake(spark, split_lake, tmp_path, capsys):
+    lake_root, _ = split_lake
+    listing = sorted(lake_root.rglob("*"))
+    common = ["curate", "--lake", str(lake_root), "--set", "spark.master=local[2]", "--overwrite"]
+    assert run_stage([*common, "--export", "webdataset", "--out", str(lake_root)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"vidlake: error: --out {lake_root} overlaps lake.root ({lake_root}); write the export to a place of its own")
+    assert run_stage([*common, "--export", "opensora-csv", "--out", str(tmp_path / "train.csv"),
+                      "--set", f"curate.export.clip_dir={lake_root.parent}"]) == 2
+    assert f"curate.export.clip_dir {lake_root.parent} overlaps lake.root" in capsys.readouterr().err
+    assert sorted(lake_root.rglob("*")) == listing
+
+
 def test_sql_out_naming_a_folder_is_one_line(spark, split_lake, tmp_path, capsys):
     lake_root, _ = split_lake
     folder = tmp_path / "result.csv"
