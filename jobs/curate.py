@@ -20,13 +20,18 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from jobs.context import JobContext
-from jobs.output import check_read_only, reported, write_single_file
+from jobs.output import check_output, check_read_only, reported, write_single_file
 from jobs.progress import StageLog
 from jobs.views import CLIP_VIEW, register_clip_view
 from udfs import export
 from udfs.errors import VidlakeError
 
 EXPORTS = ("opensora-csv", "parquet", "webdataset")
+# The exports a trainer reads captions from: a clip without one is left out or refused there.
+CAPTIONED_EXPORTS = ("opensora-csv", "webdataset")
+MISSING_CAPTION_CHOICES = ("skip", "fail")
+# Where the lake keeps tables and blobs: no export writes there (--overwrite would remove them).
+LAKE_LOCATIONS = ("lake.root", "download.blob_root", "split.clip_root")
 MAX_FAILURES_SHOWN = 10
 
 OPENSORA_SCHEMA = StructType(
@@ -35,9 +40,11 @@ OPENSORA_SCHEMA = StructType(
         ("width", LongType()), ("aspect_ratio", DoubleType()), ("fps", DoubleType()), ("resolution", LongType()),
         ("aes", DoubleType()), ("flow", DoubleType()), ("ocr", DoubleType()), ("match", DoubleType()),
         ("pwatermark", DoubleType()), ("nsfw", DoubleType()), ("id", StringType()), ("video_id", StringType()),
-        ("start_frame", LongType()), ("end_frame", LongType()), ("caption_model", StringType()),
+        ("source_start_frame", LongType()), ("source_end_frame", LongType()), ("caption_model", StringType()),
     )]
 )
+# The Open-Sora rows as the export's mapInPandas makes them: why a clip has no file, or null.
+OPENSORA_EXPORT_SCHEMA = StructType([*OPENSORA_SCHEMA.fields, StructField("export_error", StringType())])
 SHARD_SUMMARY = StructType([
     StructField("shard", StringType()), StructField("clips", LongType()), StructField("video_bytes", LongType()),
     StructField("failures", StringType()),
@@ -58,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(ctx: JobContext, args: argparse.Namespace) -> int:
     log = StageLog("curate")
+    check_outputs(ctx, args)
+    missing_caption = missing_caption_choice(ctx)
     view = register_clip_view(ctx.lake, ctx.cfg, args.caption_kind)
     selected = select_clips(ctx, view, args)
     if args.limit is not None:
@@ -65,9 +74,75 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     total = view.count()
     chosen = reported(selected.count, "curation query failed")
     log.note(f"{chosen} of {total} clips selected by {describe_selection(ctx, args)}")
+    skipped = 0
+    if args.export in CAPTIONED_EXPORTS:
+        selected, skipped = captioned_only(selected, missing_caption, log)
     failed = EXPORTERS[args.export](ctx, selected, args)
-    log.done(chosen - failed, failed=failed, export=args.export, out=args.out)
+    log.done(chosen - skipped - failed, failed=failed, skipped_uncaptioned=skipped, export=args.export, out=args.out)
     return 1 if failed else 0
+
+
+def check_outputs(ctx: JobContext, args: argparse.Namespace) -> None:
+    """Every destination the export writes, checked before any query runs (jobs.output.check_output),
+    and kept apart from the lake's own folders."""
+    single_file = args.export == "opensora-csv" or (args.export == "parquet" and args.out.lower().endswith(".parquet"))
+    outputs = [("--out", args.out, "file" if single_file else "folder")]
+    if args.export == "opensora-csv":
+        outputs.append(("curate.export.clip_dir", clip_dir_of(ctx, args.out), "folder"))
+    for option, path, kind in outputs:
+        _check_apart_from_lake(ctx, option, path)
+        check_output(ctx.spark, path, kind, args.overwrite, option=option)
+
+
+def _check_apart_from_lake(ctx: JobContext, option: str, path: str) -> None:
+    for key in LAKE_LOCATIONS:
+        location = ctx.cfg.get(key)
+        if location and _overlap(path, location):
+            raise VidlakeError(f"{option} {path} overlaps {key} ({location}); write the export to a place of its "
+                               "own (--overwrite replaces it)")
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether one location is the other or lies inside it."""
+    a, b = (p.rstrip("/") if "://" in p else str(Path(p).resolve()) for p in (first, second))
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def clip_dir_of(ctx: JobContext, out: str) -> str:
+    """Where the Open-Sora export cuts clip files: curate.export.clip_dir, or `<out stem>_clips`
+    beside the CSV; a local folder as an absolute path (the CSV's paths are read from anywhere)."""
+    configured = ctx.cfg.get("curate.export.clip_dir")
+    if configured:
+        return configured if "://" in configured else str(Path(configured).resolve())
+    if "://" in out:
+        parent, _, name = out.rstrip("/").rpartition("/")
+        return f"{parent}/{Path(name).stem}_clips"
+    target = Path(out).resolve()
+    return str(target.with_name(f"{target.stem}_clips"))
+
+
+def missing_caption_choice(ctx: JobContext) -> str:
+    choice = ctx.cfg.get("curate.export.missing_caption")
+    if choice not in MISSING_CAPTION_CHOICES:
+        raise VidlakeError(f"curate.export.missing_caption is {choice!r}; choose one of "
+                           f"{', '.join(MISSING_CAPTION_CHOICES)}")
+    return choice
+
+
+def captioned_only(clips: DataFrame, missing_caption: str, log: StageLog) -> tuple[DataFrame, int]:
+    """The clips that have a caption and how many were left out; with missing_caption=fail, any
+    clip without one refuses the export before anything is written."""
+    uncaptioned = F.col("text").isNull() | (F.trim(F.col("text")) == "")
+    missing = clips.where(uncaptioned)
+    count = missing.count()
+    if not count:
+        return clips, 0
+    examples = ", ".join(r.clip_id for r in missing.select("clip_id").orderBy("clip_id").limit(3).collect())
+    if missing_caption == "fail":
+        raise VidlakeError(f"{count} selected clips have no caption (e.g. {examples}); caption them, select "
+                           "fewer, or set curate.export.missing_caption=skip to leave them out")
+    log.note(f"{count} clips left out: no caption (curate.export.missing_caption=skip), e.g. {examples}")
+    return clips.where(~uncaptioned), count
 
 
 def describe_selection(ctx: JobContext, args: argparse.Namespace) -> str:
@@ -109,12 +184,28 @@ def _read_query(path: str) -> str:
 
 
 def export_opensora_csv(ctx: JobContext, clips: DataFrame, args: argparse.Namespace) -> int:
-    columns = [c for c in dict.fromkeys(export.OPENSORA_COLUMNS.values()) if c] + ["video_uri"]
-    rows = clips.select(*columns)
-    _warn_unmaterialized(rows)
-    table = rows.mapInPandas(export.opensora_batches, OPENSORA_SCHEMA)
-    write_single_file(table.orderBy("id"), args.out, "csv", overwrite=args.overwrite)
-    return 0
+    """The CSV, each `path` a file of exactly its clip (cut now where split did not materialize it);
+    clips that could not be cut are left out and listed in `<clip dir>/errors.jsonl`."""
+    clip_dir = clip_dir_of(ctx, args.out)
+    if args.overwrite:
+        _remove_folder(clip_dir)
+    columns = dict.fromkeys((*filter(None, export.OPENSORA_COLUMNS.values()), *export.CUT_INPUT_COLUMNS))
+    parallelism = ctx.spark.sparkContext.defaultParallelism
+    rows = clips.select(*columns).repartition(parallelism, "clip_id").sortWithinPartitions("video_id", "start_frame")
+    cutter = export.ClipFiles(clip_dir, ctx.cfg.section("split.reencode"))
+    # Cutting is the expensive part: run it once, whatever the CSV and the failure list read.
+    table = rows.mapInPandas(export.opensora_export_batches(cutter), OPENSORA_EXPORT_SCHEMA)
+    table = table.localCheckpoint(eager=True)
+    failures = [{"clip_id": r.id, "reason": r.export_error}
+                for r in table.where(F.col("export_error").isNotNull()).select("id", "export_error").collect()]
+    exported = table.where(F.col("export_error").isNull()).drop("export_error")
+    write_single_file(exported.orderBy("id"), args.out, "csv", overwrite=args.overwrite)
+    cut = exported.where(F.col("path").startswith(clip_dir.rstrip("/") + "/")).count()
+    table.unpersist()
+    if cut:
+        print(f"[vidlake] curate: cut {cut} clips split without clip files into {clip_dir}")
+    _report_failures(failures, clip_dir)
+    return len(failures)
 
 
 def export_parquet(ctx: JobContext, clips: DataFrame, args: argparse.Namespace) -> int:
@@ -152,6 +243,14 @@ def export_webdataset(ctx: JobContext, clips: DataFrame, args: argparse.Namespac
     return len(failures)
 
 
+def _remove_folder(path: str) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
 def _prepare_folder(out: str, overwrite: bool) -> str:
     import fsspec
 
@@ -169,20 +268,14 @@ def _report_failures(failures: list[dict], out_dir: str) -> None:
         return
     import fsspec
 
+    fs, root = fsspec.core.url_to_fs(out_dir)
+    fs.makedirs(root, exist_ok=True)
     path = f"{out_dir.rstrip('/')}/errors.jsonl"
     with fsspec.open(path, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(f) + "\n" for f in failures)
     print(f"[vidlake] curate: {len(failures)} clips not exported (all listed in {path}):", file=sys.stderr)
     for failure in failures[:MAX_FAILURES_SHOWN]:
         print(f"  {failure['clip_id']}: {failure['reason']}", file=sys.stderr)
-
-
-def _warn_unmaterialized(rows: DataFrame) -> None:
-    count = rows.where(F.col("uri") == F.col("video_uri")).count()
-    if count:
-        print(f"[vidlake] curate: {count} clips are not materialized: their path is the whole source video and "
-              "start_frame/end_frame give the clip (split with clips materialized to export clip files)",
-              file=sys.stderr)
 
 
 EXPORTERS = {"opensora-csv": export_opensora_csv, "parquet": export_parquet, "webdataset": export_webdataset}

@@ -2,6 +2,7 @@
 
 Single files are written by Spark (one task), then moved into place through Hadoop's FileSystem,
 so the rows never pass through the driver and any Spark-writable URL works as a destination.
+`check_output` looks at a destination through the same FileSystem before any query runs for it.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StructType
 
 from udfs.errors import VidlakeError
 
+OUTPUT_KINDS = ("file", "folder")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}
 READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES", "TABLE", "FROM")
 
@@ -86,16 +89,73 @@ def flat_for_csv(df: DataFrame) -> DataFrame:
     )
 
 
+def check_output(spark: SparkSession, path: str, kind: str, overwrite: bool, option: str = "--out") -> None:
+    """Refuses, as one line naming `option`, a destination that cannot or must not be written: `kind`
+    "file" (one file: not a folder, not there yet unless `overwrite`) or "folder" (not a file, absent
+    or empty unless `overwrite`); either way no existing parent of it may be a file."""
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
+    try:
+        fs, target = _filesystem(spark, path)
+        if fs.exists(target):
+            _check_existing(fs, target, path, kind, overwrite, option)
+            return
+        blocker = _file_above(fs, target)
+    except Py4JJavaError as err:
+        raise VidlakeError(f"{option} {path}: {_java_message(err)}") from None
+    if blocker is not None:
+        raise VidlakeError(f"{option} {path} cannot be written: {blocker} is a file, not a folder")
+
+
+def _filesystem(spark: SparkSession, path: str):
+    """Hadoop's FileSystem for `path` and the path qualified (a relative one made absolute)."""
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(path)
+    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs, fs.makeQualified(target)
+
+
+def _check_existing(fs, target, path: str, kind: str, overwrite: bool, option: str) -> None:
+    is_folder = fs.getFileStatus(target).isDirectory()
+    if kind == "file" and is_folder:
+        raise VidlakeError(f"{option} {path} is a folder; one file is written here: name it, "
+                           f"e.g. {path.rstrip('/')}/out{_suggested_suffix(path)}")
+    if kind == "folder" and not is_folder:
+        raise VidlakeError(f"{option} {path} is a file; a folder is written here: name a new or empty one")
+    if overwrite:
+        return
+    if kind == "file":
+        raise VidlakeError(f"{option} {path} exists; remove it or pass --overwrite")
+    if len(fs.listStatus(target)):
+        raise VidlakeError(f"{option} {path} exists and is not empty; remove it or pass --overwrite")
+
+
+def _suggested_suffix(path: str) -> str:
+    return next((suffix for suffix in FORMATS if path.lower().endswith(suffix)), ".csv")
+
+
+def _file_above(fs, target) -> str | None:
+    """The nearest existing parent of `target` when it is a file (nothing can be written under it)."""
+    parent = target.getParent()
+    while parent is not None and not fs.exists(parent):
+        parent = parent.getParent()
+    if parent is None or fs.getFileStatus(parent).isDirectory():
+        return None
+    uri = parent.toUri()
+    return uri.getPath() if uri.getScheme() == "file" else parent.toString()
+
+
+def _java_message(err: Py4JJavaError) -> str:
+    message = err.java_exception.getMessage() or err.java_exception.toString()
+    return spark_error_line(Exception(message))
+
+
 def write_single_file(df: DataFrame, path: str, fmt: str, overwrite: bool = False) -> None:
     """`df` as one file at `path` (csv with a header, parquet, or JSON lines)."""
     spark = df.sparkSession
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(hadoop_conf)
-    if fs.exists(target) and not overwrite:
-        raise VidlakeError(f"{path} exists; remove it or pass --overwrite")
-    staging = jvm.org.apache.hadoop.fs.Path(f"{path}.{uuid.uuid4().hex[:8]}.parts")
+    check_output(spark, path, "file", overwrite)
+    fs, target = _filesystem(spark, path)
+    staging = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{target.toString()}.{uuid.uuid4().hex[:8]}.parts")
     writer = df.coalesce(1).write.mode("error")
     if fmt == "csv":
         writer = flat_for_csv(df).coalesce(1).write.mode("error").option("header", True).option("escape", '"')

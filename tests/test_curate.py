@@ -162,3 +162,22 @@ def test_status_counts_done_pending_and_failed_per_stage(built):
     assert (rows["caption"].done, rows["caption"].pending, rows["caption"].failed) == (len(ids), 0, 0)
     assert format_status(list(rows.values())).splitlines()[0].split()[:5] == ["stage", "table", "done", "pending",
                                                                               "failed"]
+
+
+def test_webdataset_json_names_the_source_timeline_and_agrees_with_the_csv_on_resolution(built, tmp_path):
+    ctx, ids = built
+    where = f"clip_id = '{ids['good_b']}'"
+    assert curate.run(ctx, curate_args(tmp_path / "shards", export="webdataset", where=where)) == 0
+    assert curate.run(ctx, curate_args(tmp_path / "train.csv", where=where)) == 0
+    with tarfile.open(next((tmp_path / "shards").glob("*.tar"))) as tar:
+        meta = json.loads(tar.extractfile(f"{ids['good_b']}.json").read())
+        with av.open(tar.extractfile(f"{ids['good_b']}.mp4")) as container:
+            frames = sum(1 for _ in container.decode(video=0))
+    row = pd.read_csv(tmp_path / "train.csv").iloc[0]
+    clip = ctx.lake.read("clips").where(where).first()
+    assert "start_s" not in meta and "end_s" not in meta  # the mp4 starts at 0, the clip's source span does not
+    assert (meta["source_start_s"], meta["source_end_s"]) == (clip.start_s, clip.end_s) and clip.start_s > 0
+    assert (meta["source_start_frame"], meta["source_end_frame"]) == (row.source_start_frame, row.source_end_frame)
+    assert meta["num_frames"] == frames == row.num_frames
+    assert meta["resolution"] == row.resolution == meta["height"] * meta["width"]
+    assert meta["resolution_label"] == clip.resolution == "240p"

@@ -10,6 +10,9 @@
   conf's size and frame rate. The row's num_frames/fps/width/height then describe the file.
 
 Clip files go to `<clip_root>/<video_id>/<clip_id>.mp4`; clip_root may be an fsspec URL.
+`Materializer.cut` makes the file of a clip split earlier with `none` (the Open-Sora CSV export
+does, so no trainer is pointed at a whole source video), and `clip_file` says what a reader of a
+clip file finds in it.
 """
 from __future__ import annotations
 
@@ -107,6 +110,24 @@ class Materializer:
                 made = reencode_clip(uri, path, timeline, span, info, self.reencode)
                 made = MadeClip(destination, made.num_frames, made.fps, made.width, made.height)
         return made
+
+    def cut(self, uri: str, video_id: str, clip_id: str, start_frame: int, end_frame: int) -> MadeClip:
+        """Writes frames [start_frame, end_frame) of the video at `uri` as the clip's file, the frames
+        numbered by the video's packets (as split's hints detector and copy mode number them)."""
+        packets = index_packets(uri)
+        timeline = Timeline(packets.info.fps, packets.times, packets.end_time)
+        if not 0 <= start_frame < end_frame <= timeline.num_frames:
+            raise ValueError(f"frames [{start_frame}, {end_frame}) are not inside the {timeline.num_frames} "
+                             f"frames of {uri}")
+        span = ClipSpan(start_frame, end_frame, start_frame, end_frame)
+        return self.write(uri, video_id, clip_id, span, timeline, packets.info)
+
+
+def clip_file(uri: str) -> MadeClip:
+    """What a reader of the clip file at `uri` finds: its frames (one per packet), rate and size."""
+    packets = index_packets(uri)
+    info = packets.info
+    return MadeClip(uri, len(packets.times), float(info.fps), info.width, info.height)
 
 
 @contextmanager
