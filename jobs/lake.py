@@ -67,7 +67,8 @@ class Lake:
 
             engine = "delta-spark" if delta_jars_present(spark) else "delta-rs"
         self.engine_name = engine
-        self._engine = DeltaSparkEngine(spark) if engine == "delta-spark" else DeltaRsEngine(spark, max_rows_per_file)
+        engine_class = DeltaSparkEngine if engine == "delta-spark" else DeltaRsEngine
+        self._engine = engine_class(spark, max_rows_per_file)
 
     def path(self, name: str) -> str:
         return f"{self.root}/{table(name).name}"
@@ -198,8 +199,9 @@ def _normalise_root(root: str) -> str:
 class DeltaSparkEngine:
     """Delta through its JVM implementation (delta-spark); used when its classes are present."""
 
-    def __init__(self, spark: SparkSession):
+    def __init__(self, spark: SparkSession, max_rows_per_file: int):
         self.spark = spark
+        self.max_rows_per_file = max_rows_per_file
 
     def exists(self, path: str) -> bool:
         from delta.tables import DeltaTable
@@ -214,7 +216,8 @@ class DeltaSparkEngine:
 
     def table_files(self, path: str, contract: Table) -> TableFiles:
         """Files written beside the table (Delta's JVM writer must add them itself)."""
-        return TableFiles(f"{path.rsplit('/', 1)[0]}/_staging/files-{uuid.uuid4().hex}", contract, 1_000_000)
+        staging = f"{path.rsplit('/', 1)[0]}/_staging/files-{uuid.uuid4().hex}"
+        return TableFiles(staging, contract, self.max_rows_per_file)
 
     def row_count(self, path: str, contract: Table) -> int:
         """Delta answers a bare count from its log's statistics."""
@@ -227,7 +230,7 @@ class DeltaSparkEngine:
         delete_path(self.spark, files.directory)
 
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
-        writer = df.write.format("delta").mode(mode)
+        writer = df.write.format("delta").mode(mode).option("maxRecordsPerFile", self.max_rows_per_file)
         if contract.partition_by:
             writer = writer.partitionBy(*contract.partition_by)
         writer.save(path)
@@ -235,6 +238,9 @@ class DeltaSparkEngine:
     def upsert(self, source: DataFrame, path: str, contract: Table, keys: tuple) -> None:
         from delta.tables import DeltaTable
 
+        if not _has_required_columns(source, contract):
+            # MERGE would insert a new key's row with nulls where the table requires values
+            _insertable(source.join(self.read(path, contract, None).select(*keys), list(keys), "left_anti"), contract)
         condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         columns = {c: f"s.`{c}`" for c in source.columns}
         (
@@ -404,6 +410,15 @@ def delete_path(spark: SparkSession, path: str) -> None:
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hadoop_path, True)
+
+
+def _has_required_columns(df: DataFrame, contract: Table) -> bool:
+    """Whether `df` has every column the table requires, so that its rows can be inserted whole."""
+    try:
+        conform(df, contract)
+    except LakeError:
+        return False
+    return True
 
 
 def _insertable(new_rows: DataFrame, contract: Table) -> DataFrame | None:

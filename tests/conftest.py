@@ -10,6 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# The Delta engine of the shared session's lakes: auto (delta-rs, as this session has no Delta jars),
+# or delta-spark, which resolves Delta's jars from Maven for a second pass of the suite.
+TEST_ENGINE = os.environ.get("VIDLAKE_TEST_ENGINE", "auto")
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +20,8 @@ def spark():
     from jobs.config import load_config
     from jobs.session import build_spark
 
-    cfg = load_config("local", ["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=4"])
+    cfg = load_config("local", ["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=4",
+                                f"lake.engine={TEST_ENGINE}"])
     session = build_spark(cfg)
     yield session
     session.stop()
