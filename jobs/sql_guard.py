@@ -32,20 +32,21 @@ _ANALYSIS = "org.apache.spark.sql.catalyst.analysis."
 _COMMAND = "org.apache.spark.sql.execution.command."
 
 # What a parsed query is made of: relations, joins, projections, filters, aggregates, windows,
-# set operations, CTEs (recursive ones too), VALUES, hints, sampling, pivots, generators and the
-# table functions of ALLOWED_TABLE_FUNCTIONS.
+# set operations, CTEs (recursive ones too), VALUES, hints, sampling, pivots, generators, the pipe
+# syntax (|>) and the table functions of ALLOWED_TABLE_FUNCTIONS.
 QUERY_NODES = frozenset(
     [_LOGICAL + name for name in (
         "Aggregate", "Deduplicate", "Distinct", "Except", "Expand", "Filter", "Generate", "GlobalLimit",
-        "Intersect", "Join", "LateralJoin", "LocalLimit", "LocalRelation", "Offset", "OneRowRelation", "Pivot",
-        "Project", "RebalancePartitions", "Repartition", "RepartitionByExpression", "Sample", "Sort",
+        "Intersect", "Join", "LateralJoin", "LimitAll", "LocalLimit", "LocalRelation", "Offset", "OneRowRelation",
+        "Pivot", "Project", "RebalancePartitions", "Repartition", "RepartitionByExpression", "Sample", "Sort",
         "SubqueryAlias", "Tail", "Union", "Unpivot", "UnresolvedHint", "UnresolvedWith", "Window",
         "WithWindowDefinition",
     )]
     + [_ANALYSIS + name for name in (
-        "UnresolvedHaving", "UnresolvedInlineTable", "UnresolvedRelation", "UnresolvedSubqueryColumnAliases",
-        "UnresolvedTVFAliases", "UnresolvedTableValuedFunction",
+        "UnresolvedHaving", "UnresolvedInlineTable", "UnresolvedQualify", "UnresolvedRelation",
+        "UnresolvedSubqueryColumnAliases", "UnresolvedTVFAliases", "UnresolvedTableValuedFunction",
     )]
+    + ["org.apache.spark.sql.catalyst.expressions.PipeOperator"]  # a plan node of the |> syntax
 )
 # Read-only statements `vidlake sql` runs besides queries, and the leaves they name things with.
 # An EXPLAIN or DESCRIBE QUERY holds a plan, which is walked by the same rules.

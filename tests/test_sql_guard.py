@@ -128,6 +128,37 @@ def test_queries_and_metadata_statements_still_run(built, capsys, query, shown):
     assert shown.format(**ids) in out
 
 
+QUERY_SHAPES = [
+    "SELECT clip_id, rank() OVER (PARTITION BY video_id ORDER BY clip_id) AS r FROM clips QUALIFY r = 1",
+    "FROM clips |> WHERE clip_index > 0 |> EXTEND clip_index + 1 AS n |> AGGREGATE count(*) AS c GROUP BY n",
+    "FROM clips |> ORDER BY clip_id |> LIMIT 1 |> UNION ALL (SELECT * FROM clips) |> TABLESAMPLE (50 PERCENT)",
+    "SELECT video_id, count(*) FROM clips GROUP BY GROUPING SETS ((video_id), ()) ORDER BY ALL LIMIT ALL",
+    "SELECT video_id, count(*) FILTER (WHERE fps > 24) FROM clips GROUP BY ROLLUP(video_id) HAVING count(*) > 1",
+    "SELECT /*+ REPARTITION(2), BROADCAST(scores) */ * FROM clips JOIN scores USING (clip_id) SORT BY clip_id",
+    "SELECT * FROM (SELECT clip_id, detector FROM clips) PIVOT (count(*) FOR detector IN ('content'))",
+    "SELECT * FROM (SELECT 1 a, 2 b) UNPIVOT (v FOR k IN (a, b))",
+    "SELECT * FROM clips LATERAL VIEW OUTER explode(array(1, 2)) e AS v",
+    "SELECT * FROM clips c, LATERAL (SELECT c.clip_index + 1 AS next_index)",
+    "SELECT * FROM range(3) CROSS JOIN inline(array(struct(1, 'a'))) CROSS JOIN stack(2, 1, 2)",
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r",
+    "SELECT * FROM clips a FULL OUTER JOIN clips b USING (clip_id) LEFT ANTI JOIN scores s USING (clip_id)",
+    "(SELECT clip_id FROM clips) INTERSECT (SELECT clip_id FROM scores) EXCEPT SELECT clip_id FROM captions",
+    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY aesthetic), max_by(clip_id, motion) FROM scores",
+    "SELECT transform(aesthetic_frames, x -> x * 2), named_struct('a', 1).a, '2'::int FROM scores",
+    "SELECT (SELECT max(clip_id) FROM clips) AS m, xpath_string('<a>b</a>', 'a'), from_json('{}', 'a INT')",
+    "SELECT * FROM clips TABLESAMPLE (3 ROWS) WINDOW w AS (ORDER BY clip_id) OFFSET 1",
+    "TABLE clips",
+    "VALUES (1, 'one'), (upper('two'), 2)",
+]
+
+
+@pytest.mark.parametrize("query", QUERY_SHAPES)
+def test_every_shape_of_query_passes_the_guard(spark, query):
+    from jobs.sql_guard import check_statement
+
+    check_statement(spark, query, "sql")
+
+
 WHERES = [
     ("true", "all"),
     ("aesthetic >= 4.5 AND pwatermark < 0.3 AND ocr_area_ratio < 0.02 AND motion BETWEEN 0.5 AND 20", PASSING),
