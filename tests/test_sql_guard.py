@@ -175,3 +175,14 @@ def test_where_is_one_condition_applied_to_clip_view(built, tmp_path, capsys, wh
     assert code == 0, err
     by_id = {clip: name for name, clip in ids.items()}
     assert {by_id[c] for c in pd.read_parquet(out)["clip_id"]} == (set(ids) if names == "all" else names)
+
+
+def test_the_guard_refuses_to_run_in_a_session_that_reads_raw_file_paths(spark):
+    from jobs.sql_guard import FILE_QUERIES_CONF, check_statement
+
+    spark.conf.set(FILE_QUERIES_CONF, "true")
+    try:
+        with pytest.raises(QueryError, match="runs SQL on raw file paths"):
+            check_statement(spark, "SELECT 1", "sql")
+    finally:
+        spark.conf.set(FILE_QUERIES_CONF, "false")
