@@ -20,8 +20,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from jobs.context import JobContext
-from jobs.output import check_output, check_read_only, reported, write_single_file
+from jobs.output import check_output, reported, write_single_file
 from jobs.progress import StageLog
+from jobs.sql_guard import check_statement, condition_column
 from jobs.views import CLIP_VIEW, register_clip_view
 from udfs import export
 from udfs.errors import VidlakeError
@@ -161,15 +162,19 @@ def select_clips(ctx: JobContext, view: DataFrame, args: argparse.Namespace) -> 
 
 
 def filtered(ctx: JobContext, where: str) -> DataFrame:
-    """clip_view WHERE `where`; a condition Spark rejects is a one-line error naming the problem."""
+    """clip_view rows where `where` holds: one boolean expression (checked by jobs/sql_guard.py),
+    applied as a Column, never pasted into SQL text. A condition Spark rejects is a one-line error."""
     if not where.strip():
         raise VidlakeError("--where is empty; give a condition such as 'aesthetic >= 4.5'")
-    return reported(lambda: ctx.spark.sql(f"SELECT * FROM {CLIP_VIEW} WHERE ({where}\n)"), "rejected --where")
+    condition = condition_column(ctx.spark, where, "rejected --where")
+    return reported(lambda: ctx.spark.table(CLIP_VIEW).where(condition), "rejected --where")
 
 
 def query_selection(ctx: JobContext, view: DataFrame, query: str) -> DataFrame:
-    check_read_only(query)
-    result = reported(lambda: ctx.spark.sql(query.strip().rstrip(";")), "rejected --sql query")
+    """The --sql query's rows (checked read-only by jobs/sql_guard.py) with clip_view's other columns."""
+    statement = query.strip().rstrip(";")
+    check_statement(ctx.spark, statement, "rejected --sql query")
+    result = reported(lambda: ctx.spark.sql(statement), "rejected --sql query")
     if "clip_id" not in result.columns:
         raise VidlakeError(f"the --sql query's result needs a clip_id column; it has {', '.join(result.columns)}")
     missing = [c for c in view.columns if c not in result.columns]

@@ -7,7 +7,6 @@ so the rows never pass through the driver and any Spark-writable URL works as a 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,31 +21,12 @@ from udfs.errors import VidlakeError
 
 OUTPUT_KINDS = ("file", "folder")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}
-READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES", "TABLE", "FROM")
 
 T = TypeVar("T")
 
 
 class QueryError(VidlakeError):
     """SQL that Spark rejected, or that vidlake does not run."""
-
-
-def first_keyword(query: str) -> str:
-    """The statement's first keyword, after comments and opening parentheses."""
-    text = re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.S)
-    match = re.search(r"[A-Za-z]+", text.lstrip(" \t\r\n("))
-    return match.group(0).upper() if match else ""
-
-
-def check_read_only(query: str) -> None:
-    """Only queries: the views are over the lake's files, and a write through them would bypass Delta."""
-    keyword = first_keyword(query)
-    if not keyword:
-        raise QueryError("empty SQL query")
-    if keyword not in READ_ONLY_STATEMENTS:
-        raise QueryError(
-            f"only queries are run here ({', '.join(READ_ONLY_STATEMENTS[:6])}); this statement starts with {keyword}"
-        )
 
 
 def spark_error_line(err: Exception) -> str:

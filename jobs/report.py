@@ -24,6 +24,7 @@ from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 from jobs.context import JobContext
 from jobs.filters import Condition, conditions, referenced_columns
 from jobs.output import QueryError, reported
+from jobs.sql_guard import condition_column
 from jobs.views import file_span_columns, register_clip_view
 from udfs.thumbnails import thumbnail_batches
 
@@ -140,7 +141,7 @@ def funnel_counts(view: DataFrame, parsed: list[Condition]) -> list[tuple[str, i
     A clip whose score is missing fails a condition on that score (as in curate's WHERE)."""
     aggregates, passed_so_far = [], F.lit(True)
     for i, condition in enumerate(parsed):
-        passes = F.coalesce(F.expr(condition.sql), F.lit(False))
+        passes = F.coalesce(condition_column(view.sparkSession, condition.sql, "the report's filter"), F.lit(False))
         passed_so_far = passed_so_far & passes
         aggregates += [F.sum(F.when(passes, 0).otherwise(1)).alias(f"removed_{i}"),
                        F.sum(F.when(passed_so_far, 1).otherwise(0)).alias(f"left_{i}")]

@@ -18,10 +18,13 @@ log = logging.getLogger("vidlake")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Confs every vidlake session needs, whatever the profile says: timestamps written as Delta
-# expects them, and partition values read back as the strings they were written as.
+# expects them, partition values read back as the strings they were written as, and no SQL on raw
+# file paths (``text.`/etc/passwd` ``): the SQL that `vidlake sql` and `curate` run reads the lake's
+# views and catalog tables only (jobs/sql_guard.py); vidlake registers its views from DataFrames.
 REQUIRED_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    "spark.sql.runSQLOnFiles": "false",
 }
 
 

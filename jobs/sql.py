@@ -8,7 +8,8 @@ import argparse
 import sys
 
 from jobs.context import JobContext
-from jobs.output import check_read_only, output_format, reported, write_single_file
+from jobs.output import output_format, reported, write_single_file
+from jobs.sql_guard import METADATA_STATEMENTS, check_statement
 from jobs.views import register_clip_view
 
 DEFAULT_PRINT_LIMIT = 50
@@ -16,7 +17,7 @@ DEFAULT_PRINT_LIMIT = 50
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help="the SQL query (tables: videos, ingest_errors, video_files, clips, "
-                                      "split_errors, scores, captions, clip_view)")
+                                      f"split_errors, scores, captions, clip_view), or {METADATA_STATEMENTS}")
     parser.add_argument("--out", help="write the result to FILE.csv, FILE.parquet or FILE.json instead of printing")
     parser.add_argument("--limit", type=int, help=f"at most N rows (printing shows {DEFAULT_PRINT_LIMIT} by default)")
     parser.add_argument("--caption-kind", help="the caption kind of clip_view's `text` (default: curate.caption_kind)")
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: JobContext, args: argparse.Namespace) -> int:
-    check_read_only(args.query)
+    check_statement(ctx.spark, args.query, "rejected SQL", metadata=True)
     register_clip_view(ctx.lake, ctx.cfg, args.caption_kind)
     result = reported(lambda: ctx.spark.sql(args.query), "rejected SQL")
     if args.limit is not None:

@@ -129,7 +129,7 @@ def test_sql_prints_and_writes_results_and_refuses_writes(built, tmp_path, capsy
     assert sql.run(ctx, argparse.Namespace(query="SELECT * FROM scores", out=str(out), limit=3, caption_kind=None,
                                            overwrite=False)) == 0
     assert len(pd.read_json(out, lines=True)) == 3
-    with pytest.raises(QueryError, match="starts with DROP"):
+    with pytest.raises(QueryError, match="only read-only queries run here, and this statement holds DropTable"):
         sql.run(ctx, argparse.Namespace(query="DROP TABLE clips", out=None, limit=None, caption_kind=None,
                                         overwrite=False))
 
