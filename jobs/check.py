@@ -70,12 +70,13 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     if "video_files" in readable:
         blobs = video_blobs(ctx.lake, root)
         check_files(ctx, FileKind("video_files", "blob", "video"), blobs, conf, bool(args.hashes), findings)
-        if "clips" in readable:
-            clip_kind = FileKind("clips", "clip file", "clip")
-            check_files(ctx, clip_kind, clip_files(ctx.lake, root), conf, False, findings)
-    elif "clips" in readable:
-        print("clips: clip files not checked: video_files cannot be read, so which clips have files of their own "
-              "is not known")
+    elif ctx.lake.exists("video_files"):
+        print("video_files: blobs not checked: the table cannot be read")
+    if "clips" in readable and "video_files" in readable:
+        check_files(ctx, FileKind("clips", "clip file", "clip"), clip_files(ctx.lake, root), conf, False, findings)
+    elif ctx.lake.exists("clips"):
+        print("clips: clip files not checked: " + ("the table cannot be read" if "clips" not in readable else
+              "video_files cannot be read, so which clips have files of their own is not known"))
     total = sum(findings.problems.values())
     if total:
         tables = ", ".join(f"{name} ({count})" for name, count in findings.problems.items())
@@ -94,7 +95,7 @@ def check_conf(ctx: JobContext) -> dict:
 
 
 def check_table(lake: Lake, name: str, findings: Findings) -> bool:
-    """The table's log and data files; True when its snapshot could be read."""
+    """The table's log and data files; True when its rows can be read."""
     if not lake.exists(name):
         print(f"{name}: not written yet")
         return False
@@ -109,9 +110,10 @@ def check_table(lake: Lake, name: str, findings: Findings) -> bool:
         return False
     missing = data_file_problems(lake, name, version, files)
     findings.report(name, missing)
-    if not missing:
-        print(f"{name}: ok (version {version}, {len(files)} data files)")
-        findings.checked.append(f"{name} v{version}")
+    if missing:
+        return False
+    print(f"{name}: ok (version {version}, {len(files)} data files)")
+    findings.checked.append(f"{name} v{version}")
     return True
 
 

@@ -224,3 +224,15 @@ def test_uris_outside_the_blob_root_and_old_absolute_rows_stay_absolute(spark, b
     reader.overwrite(absolute, "video_files")
     view = register_clip_view(reader, cfg).toPandas()
     assert view["video_uri"].map(lambda uri: uri.startswith(f"{root}/") and Path(uri).is_file()).all()
+
+
+def test_check_of_a_table_whose_data_file_is_gone_reports_it_and_checks_no_blobs_of_it(built, tmp_path, capsys):
+    lake = copy_lake(built, tmp_path / "lake")
+    gone = next((lake / "video_files").glob("*.parquet"))
+    gone.unlink()
+    capsys.readouterr()
+    assert run_stage(["check", *settings(lake)]) == 1
+    out = capsys.readouterr().out
+    assert f"video_files: data file {gone.name} of version 1 is missing" in out
+    assert "video_files: blobs not checked: the table cannot be read" in out
+    assert "clips: clip files not checked" in out
