@@ -158,7 +158,8 @@ def test_check_names_a_truncated_commit_and_goes_on_to_the_other_tables(built, t
 
 
 @pytest.mark.parametrize("stage", [["status"], ["check"], ["sql", "SELECT 1"], ["split"],
-                                   ["curate", "--export", "parquet", "--out", "x.parquet"]])
+                                   ["curate", "--export", "parquet", "--out", "x.parquet"],
+                                   ["run", "--stages", "download,split"]])
 def test_a_stage_that_reads_the_lake_says_a_missing_lake_does_not_exist(tmp_path, capsys, stage):
     missing = tmp_path / "no" / "such" / "lake"
     assert run_stage([*stage, *settings(missing)]) == 2
