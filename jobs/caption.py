@@ -89,7 +89,7 @@ def parse_kinds(model: str, kinds_arg: str | None, conf: Mapping[str, Any]) -> l
 def pending_work(ctx: JobContext, model: str, kinds: Sequence[str], retry_errors: bool) -> DataFrame:
     """One row per clip and kind with no `captions` row yet: clip_id, model, kind, uri, start_s, end_s
     (times within the file at uri), plus for the source captioner the video's source, caption and hints."""
-    clips = clip_spans(ctx.lake)
+    clips = clip_spans(ctx.lake, ctx.cfg)
     kind_rows = ctx.spark.createDataFrame([(k,) for k in kinds], "kind string")
     work = clips.crossJoin(kind_rows).withColumn("model", F.lit(model))
     if model == "source":

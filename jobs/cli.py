@@ -27,7 +27,10 @@ STAGES = {
     "sql": ("jobs.sql", "run Spark SQL over the lake's tables"),
     "curate": ("jobs.curate", "filter clips with SQL and export a training set"),
     "report": ("jobs.report", "an HTML report of the lake's clips and scores"),
+    "check": ("jobs.check", "check the lake is whole: table logs and files, video blobs, clip files"),
 }
+# The stages that may start a lake on a new root; every other one reads a lake that must exist.
+LAKE_CREATING_STAGES = ("ingest", "run", "demo")
 
 
 def _common_arguments() -> argparse.ArgumentParser:
@@ -72,7 +75,8 @@ def run_stage(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
         overrides = list(args.overrides) + ([f"lake.root={args.lake}"] if args.lake else [])
         cfg = load_config(args.conf, overrides)
-        return _stage_module(args.stage).run(_open_context(cfg), args)
+        ctx = _open_context(cfg, lake_must_exist=args.stage not in LAKE_CREATING_STAGES)
+        return _stage_module(args.stage).run(ctx, args)
     except VidlakeError as err:
         print(f"vidlake: error: {err}", file=sys.stderr)
         return 2
@@ -101,10 +105,10 @@ def task_error(err: BaseException) -> str | None:
     return None
 
 
-def _open_context(cfg):
+def _open_context(cfg, lake_must_exist: bool):
     from jobs.context import open_context
 
-    return open_context(cfg)
+    return open_context(cfg, lake_must_exist)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,8 +17,10 @@ class JobContext:
     lake: Lake
 
 
-def open_context(cfg: Config) -> JobContext:
-    """The Spark session and the lake of a configuration."""
+def open_context(cfg: Config, lake_must_exist: bool = False) -> JobContext:
+    """The Spark session and the lake of a configuration; with `lake_must_exist`, a lake root
+    holding none of the lake's tables is a one-line error (a stage that only reads the lake)."""
     spark = build_spark(cfg)
-    lake = Lake(spark, cfg.get("lake.root"), cfg.get("lake.engine"), cfg.get("lake.max_rows_per_file"))
+    lake = Lake(spark, cfg.get("lake.root"), cfg.get("lake.engine"), cfg.get("lake.max_rows_per_file"),
+                must_exist=lake_must_exist)
     return JobContext(cfg, spark, lake)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 import time
@@ -37,6 +36,7 @@ from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.blobs import blob_root, stored_uri
 from jobs.config import Config
 from jobs.context import JobContext
 from jobs.progress import StageLog
@@ -85,10 +85,7 @@ def download_conf(cfg: Config, lake_root: str) -> dict:
     (a relative folder made absolute, so every worker writes to the same place), local paths
     allowed as the ingest stage allows them and under its local_roots. Checked here, on the driver."""
     conf = cfg.section("download")
-    if not conf.get("blob_root"):
-        conf["blob_root"] = f"{lake_root.rstrip('/')}/blobs"
-    elif "://" not in conf["blob_root"]:
-        conf["blob_root"] = os.path.abspath(os.path.expanduser(conf["blob_root"]))
+    conf["blob_root"] = blob_root(cfg, lake_root)
     if conf.get("allow_local_paths") is None:
         conf["allow_local_paths"] = bool(cfg.get("ingest.allow_local_paths"))
     if conf.get("local_roots") is None:
@@ -262,7 +259,9 @@ def _downloader(conf: dict, stop_at: float, counter, unreached):
             result = download_batch(rows, settings, cutoff)
             counter.add(Counter(result["status"].tolist()))
             unreached.add(len(rows) - len(result))
-            yield result
+            # The table names a blob relative to the blob root, so the lake moves with its blobs.
+            stored = result["uri"].map(lambda uri: stored_uri(uri, settings.blob_root), na_action="ignore")
+            yield result.assign(uri=stored)
 
     return download
 

@@ -15,19 +15,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
 
+from jobs.output import spark_error_line
 from schemas.tables import Table, table
 from udfs.errors import VidlakeError
 
@@ -50,18 +55,37 @@ WRITTEN_FILES = StructType(
 UNSUPPORTED_READER_FEATURES = ("deletionVectors", "columnMapping")
 
 
+# Delta log file names: a commit, and a checkpoint (single file or one part of several).
+COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(?:\.\d{10}\.\d{10})?\.parquet$")
+# Commit files read at once when checking a log (an object store answers each read slowly).
+LOG_READS_AT_ONCE = 16
+# The last bytes of a commit read to find its last line (a longer last line reads the whole file).
+COMMIT_TAIL_BYTES = 64 * 1024
+# (path, size, modification time) of the log files found sound in this process.
+_SOUND_LOG_FILES: set[tuple] = set()
+
+
 class LakeError(VidlakeError):
     """A lake operation that cannot be done as asked, with the reason."""
+
+
+class DamagedTableError(LakeError):
+    """A table whose Delta log cannot be read as it is (a truncated, empty or missing commit), or
+    whose snapshot names a data file that is gone."""
 
 
 class Lake:
     """The Delta tables under one root (a local folder or an object-store URL)."""
 
-    def __init__(self, spark: SparkSession, root: str, engine: str = "auto", max_rows_per_file: int = 1_000_000):
+    def __init__(self, spark: SparkSession, root: str, engine: str = "auto", max_rows_per_file: int = 1_000_000,
+                 must_exist: bool = False):
+        """`must_exist`: the lake is one to read, not to create, so a root that holds none of its
+        tables is an error (check_exists), not an empty lake."""
         if engine not in ENGINES:
             raise LakeError(f"unknown lake engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.spark = spark
-        self.root = _normalise_root(root)
+        self.root = _normalise_root(root, must_exist)
         if engine == "auto":
             from jobs.session import delta_jars_present
 
@@ -69,6 +93,18 @@ class Lake:
         self.engine_name = engine
         engine_class = DeltaSparkEngine if engine == "delta-spark" else DeltaRsEngine
         self._engine = engine_class(spark, max_rows_per_file)
+        if must_exist:
+            self.check_exists()
+
+    def check_exists(self) -> None:
+        """A one-line error unless the root holds at least one of the lake's tables: a stage that
+        reads a lake would otherwise report a mistyped --lake as an empty lake."""
+        if any(self.exists(name) for name in _table_names()):
+            return
+        if _is_local(self.root) and not Path(self.root).exists():
+            raise LakeError(f"lake {self.root} does not exist; check --lake (or lake.root)")
+        raise LakeError(f"{self.root} holds no lake: none of its tables ({', '.join(_table_names())}) is there; "
+                        "check --lake (or lake.root), or run `vidlake ingest` first")
 
     def path(self, name: str) -> str:
         return f"{self.root}/{table(name).name}"
@@ -134,6 +170,15 @@ class Lake:
         done = self.read(name).select(*keys).distinct()
         return df.join(done, on=keys, how="left_anti")
 
+    def log_problems(self, name: str) -> list[str]:
+        """What is wrong with the table's Delta log, every commit file of it parsed (log_problems)."""
+        return log_problems(self.path(name), every_commit=True)
+
+    def snapshot_files(self, name: str) -> tuple[int, list[tuple[str, int | None]]]:
+        """The table's current version and the data files its snapshot names: each file's path
+        relative to the table's folder and the size the log records (None where it records none)."""
+        return self._engine.snapshot_files(self.path(name))
+
     def history(self, name: str) -> list[dict]:
         """The table's commits, newest first: version, timestamp, operation and its parameters."""
         if not self.exists(name):
@@ -182,12 +227,18 @@ def conform(df: DataFrame, contract: Table, partial: bool = False, required: tup
     return df.select(*columns)
 
 
-def _normalise_root(root: str) -> str:
+def _is_local(root: str) -> bool:
+    return "://" not in root and not root.startswith("dbfs:")
+
+
+def _normalise_root(root: str, must_exist: bool = False) -> str:
     """Object-store URLs as given; a local root as an absolute path, checked to be usable."""
     root = root.rstrip("/")
-    if "://" in root or root.startswith("dbfs:"):
+    if not _is_local(root):
         return root
     path = Path(root).expanduser().resolve()
+    if must_exist and not path.exists():
+        raise LakeError(f"lake {path} does not exist; check --lake (or lake.root)")
     if path.exists() and not path.is_dir():
         raise LakeError(f"lake root {path} is not a folder")
     existing = next(p for p in (path, *path.parents) if p.exists())
@@ -209,6 +260,7 @@ class DeltaSparkEngine:
         return DeltaTable.isDeltaTable(self.spark, path)
 
     def read(self, path: str, contract: Table, version: int | None) -> DataFrame:
+        check_log(path)
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
@@ -230,6 +282,7 @@ class DeltaSparkEngine:
         delete_path(self.spark, files.directory)
 
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
+        check_log(path)
         writer = df.write.format("delta").mode(mode).option("maxRecordsPerFile", self.max_rows_per_file)
         if contract.partition_by:
             writer = writer.partitionBy(*contract.partition_by)
@@ -238,6 +291,7 @@ class DeltaSparkEngine:
     def upsert(self, source: DataFrame, path: str, contract: Table, keys: tuple) -> None:
         from delta.tables import DeltaTable
 
+        check_log(path)
         if not _has_required_columns(source, contract):
             # MERGE would insert a new key's row with nulls where the table requires values
             _insertable(source.join(self.read(path, contract, None).select(*keys), list(keys), "left_anti"), contract)
@@ -255,11 +309,23 @@ class DeltaSparkEngine:
     def delete(self, path: str, contract: Table, condition: Column) -> None:
         from delta.tables import DeltaTable
 
+        check_log(path)
         DeltaTable.forPath(self.spark, path).delete(condition)
+
+    def snapshot_files(self, path: str) -> tuple[int, list[tuple[str, int | None]]]:
+        """Delta's JVM names the snapshot's files as URIs; their sizes are not asked for."""
+        from delta.tables import DeltaTable
+
+        check_log(path)
+        version = DeltaTable.forPath(self.spark, path).history(1).collect()[0].version
+        root = urlsplit(_spark_path(path)).path.rstrip("/")
+        files = self.spark.read.format("delta").load(path).inputFiles()
+        return version, [(unquote(urlsplit(uri).path[len(root) + 1:]), None) for uri in files]
 
     def history(self, path: str) -> list[dict]:
         from delta.tables import DeltaTable
 
+        check_log(path)
         rows = DeltaTable.forPath(self.spark, path).history().collect()
         return [row.asDict(recursive=True) for row in rows]
 
@@ -281,13 +347,20 @@ class DeltaRsEngine:
         files = [_spark_path(uri) for uri in snapshot.file_uris()]
         if not files:
             return self.spark.createDataFrame([], contract.schema)
-        df = self.spark.read.schema(contract.schema).option("basePath", _spark_path(path)).parquet(*files)
+        reader = self.spark.read.schema(contract.schema).option("basePath", _spark_path(path))
+        try:
+            df = reader.parquet(*files)
+        except AnalysisException as err:
+            if err.getCondition() != "PATH_NOT_FOUND":
+                raise
+            gone = re.search(r"Path does not exist: (\S+?)\.?(?:\s|$)", str(err))
+            name = _file_key(gone.group(1)) if gone else spark_error_line(err)
+            raise DamagedTableError(f"table {table_name_of(path)} is damaged: data file {name} of version "
+                                    f"{snapshot.version()} is missing; run `vidlake check`") from None
         return df.select(*contract.schema.fieldNames())
 
     def _open(self, path: str, version: int | None = None):
-        from deltalake import DeltaTable
-
-        snapshot = DeltaTable(path, version=version)
+        snapshot = open_delta_table(path, version)
         features = set(snapshot.protocol().reader_features or ())
         blocked = features.intersection(UNSUPPORTED_READER_FEATURES)
         if blocked:
@@ -354,9 +427,13 @@ class DeltaRsEngine:
         self._commit(path, contract, "append", adds=adds, removes=removes, operation="delete")
 
     def history(self, path: str) -> list[dict]:
-        from deltalake import DeltaTable
+        return open_delta_table(path).history()
 
-        return DeltaTable(path).history()
+    def snapshot_files(self, path: str) -> tuple[int, list[tuple[str, int | None]]]:
+        """From the add actions, whose paths are URL-encoded relative paths."""
+        snapshot = open_delta_table(path)
+        actions = pa.table(snapshot.get_add_actions(flatten=True)).select(["path", "size_bytes"]).to_pylist()
+        return snapshot.version(), [(unquote(a["path"]), a["size_bytes"]) for a in actions]
 
     def _write_files(self, df: DataFrame, path: str, contract: Table) -> list[dict]:
         write = _parquet_writer(TableFiles(path, contract, self.max_rows_per_file))
@@ -365,7 +442,7 @@ class DeltaRsEngine:
     def _commit(
         self, path: str, contract: Table, mode: str, adds: list[dict], removes: list, operation: str | None = None
     ) -> None:
-        from deltalake import DeltaTable, Schema
+        from deltalake import Schema
         from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 
         now = int(time.time() * 1000)
@@ -388,9 +465,122 @@ class DeltaRsEngine:
                 path, schema, actions, mode="error", partition_by=partition_by, commit_properties=properties
             )
         elif actions or removes or mode == "overwrite":
-            DeltaTable(path).create_write_transaction(
+            open_delta_table(path).create_write_transaction(
                 actions + removes, mode, schema, partition_by, commit_properties=properties
             )
+
+
+def table_name_of(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def open_delta_table(path: str, version: int | None = None):
+    """delta-rs's DeltaTable of `path` once its log is checked (check_log); an error delta-rs
+    still raises is one line naming the table."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    check_log(path)
+    try:
+        return DeltaTable(path, version=version)
+    except DeltaError as err:
+        at = "" if version is None else f" at version {version}"
+        raise LakeError(f"table {table_name_of(path)} cannot be read{at}: {spark_error_line(err)}") from None
+
+
+def check_log(path: str) -> None:
+    """A DamagedTableError naming the table and the file when the log a reader of the table's
+    current snapshot reads is damaged (log_problems). delta-rs itself stops with a Rust error and
+    backtrace on a truncated commit, and reads an empty one as a commit of nothing: its rows would
+    silently be missing."""
+    problems = log_problems(path)
+    if problems:
+        raise DamagedTableError(f"table {table_name_of(path)} is damaged: {problems[0]}; run `vidlake check`")
+
+
+def log_problems(path: str, every_commit: bool = False) -> list[str]:
+    """What is wrong with a table's Delta log, one line each (none: nothing found).
+
+    A reader of the current snapshot reads the newest checkpoint and the commits after it: each of
+    those commits must be there, not empty, and end in a whole JSON line (a truncated commit ends
+    inside one); the checkpoint's parquet footer must read. That is at most a checkpoint interval
+    of commits (delta-rs checkpoints every 100), a read of each one's last bytes, and a file found
+    sound is not read again in this process while its size and time stay the same. With
+    `every_commit`, every commit file the log still holds is parsed whole."""
+    filesystem, root = arrow_filesystem(path)
+    selector = pafs.FileSelector(f"{root}/_delta_log", allow_not_found=True)
+    files = {info.base_name: info for info in filesystem.get_file_info(selector) if info.type == pafs.FileType.File}
+    commits = {int(m.group(1)): info for name, info in files.items() if (m := COMMIT_FILE.match(name))}
+    checkpoints: dict[int, list] = {}
+    for name, info in files.items():
+        if m := CHECKPOINT_FILE.match(name):
+            checkpoints.setdefault(int(m.group(1)), []).append(info)
+    if not commits and not checkpoints:
+        return []
+    checkpoint = max(checkpoints, default=-1)
+    latest = max(commits, default=checkpoint)
+    problems = [f"commit {_commit_name(v)} is missing (the log goes on to {_commit_name(latest)})"
+                for v in range(checkpoint + 1, latest + 1) if v not in commits]
+    to_read = [info for v, info in sorted(commits.items()) if every_commit or v > checkpoint]
+    to_read += checkpoints.get(checkpoint, [])
+    if not every_commit:
+        to_read = [info for info in to_read if _file_stamp(info) not in _SOUND_LOG_FILES]
+
+    def problem_of(info) -> str | None:
+        return _log_file_problem(filesystem, info, whole=every_commit)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(LOG_READS_AT_ONCE, len(to_read)))) as pool:
+        found = list(pool.map(problem_of, to_read))
+    for info, problem in zip(to_read, found, strict=True):
+        if problem is None:
+            _SOUND_LOG_FILES.add(_file_stamp(info))
+        else:
+            problems.append(problem)
+    return problems
+
+
+def _file_stamp(info) -> tuple:
+    return info.path, info.size, info.mtime_ns
+
+
+def _commit_name(version: int) -> str:
+    return f"{version:020d}.json"
+
+
+def _log_file_problem(filesystem, info, whole: bool) -> str | None:
+    """Why one commit or checkpoint file cannot be read, or None; a commit is parsed `whole`, or
+    only its last line."""
+    kind = "commit" if COMMIT_FILE.match(info.base_name) else "checkpoint"
+    if not info.size:
+        return f"{kind} {info.base_name} is empty (0 bytes; truncated?)"
+    try:
+        if kind == "checkpoint":
+            from pyarrow import parquet as pq
+
+            pq.read_metadata(info.path, filesystem=filesystem)
+            return None
+        lines = _commit_lines(filesystem, info, whole)
+    except (OSError, pa.ArrowInvalid) as err:
+        return f"{kind} {info.base_name} cannot be read ({spark_error_line(err)}; truncated?)"
+    try:
+        if lines and all(isinstance(json.loads(line), dict) for line in lines):
+            return None
+    except ValueError:
+        pass
+    return f"{kind} {info.base_name} is not valid JSON (truncated?)"
+
+
+def _commit_lines(filesystem, info, whole: bool) -> list[bytes]:
+    """A commit's non-empty lines: all of them, or only the last one."""
+    with filesystem.open_input_file(info.path) as handle:
+        if not whole and info.size > COMMIT_TAIL_BYTES:
+            handle.seek(info.size - COMMIT_TAIL_BYTES)
+            tail = handle.read().rstrip(b"\n")
+            if b"\n" in tail:
+                return [tail.rsplit(b"\n", 1)[1]]
+            handle.seek(0)
+        lines = [line for line in handle.read().split(b"\n") if line.strip()]
+    return lines if whole else lines[-1:]
 
 
 def arrow_filesystem(uri: str) -> tuple:

@@ -48,6 +48,8 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     stages = parse_stages(args.stages or ctx.cfg.get("pipeline.stages"))
     if "ingest" in stages and not (args.source_format and args.inputs):
         raise VidlakeError("the ingest stage needs --format and --input (or leave it out with --stages)")
+    if "ingest" not in stages:
+        ctx.lake.check_exists()  # only ingest starts a lake; the other stages read one
     outcomes: list[Outcome] = []
     for stage in stages:
         outcomes.extend(STAGE_RUNNERS[stage](ctx, args))

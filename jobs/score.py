@@ -63,7 +63,7 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
 
 def pending_work(ctx: JobContext, names: Sequence[str], retry_errors: bool) -> DataFrame:
     """Every clip with `todo`: the selected scorers it still needs (an empty array when none)."""
-    clips = clip_spans(ctx.lake).select(*CLIP_COLUMNS)
+    clips = clip_spans(ctx.lake, ctx.cfg).select(*CLIP_COLUMNS)
     scores = ctx.lake.read("scores").select("clip_id", "scorer_versions", "errors")
     joined = clips.join(scores, "clip_id", "left")
     todo = F.filter(F.array(*[F.lit(n) for n in names]), lambda name: _pending_for(name, retry_errors))

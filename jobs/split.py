@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import ArrayType, LongType, StructField, StructType
 
+from jobs.blobs import blob_root, clip_root, read_video_files, stored_uri
 from jobs.context import JobContext
 from jobs.gpu import gpu_map
 from jobs.lake import WRITTEN_FILES, TableFiles
@@ -172,17 +173,18 @@ def split_partitions(videos: int, videos_per_task: int, parallelism: int) -> int
 
 
 def split_conf(ctx: JobContext) -> dict:
-    """The `split` section with the clip root resolved (beside the video blobs by default)."""
+    """The `split` section with the clip root resolved (beside the video blobs by default) and the
+    blob root that clip rows store their uri relative to."""
     conf = ctx.cfg.section("split")
-    if not conf.get("clip_root"):
-        blob_root = ctx.cfg.get("download.blob_root", None) or f"{ctx.lake.root}/blobs"
-        conf["clip_root"] = f"{blob_root.rstrip('/')}/clips"
+    conf["clip_root"] = clip_root(ctx.cfg, ctx.lake.root)
+    conf["blob_root"] = blob_root(ctx.cfg, ctx.lake.root)
     return conf
 
 
 def pending_videos(ctx: JobContext, detector: str, retry_errors: bool) -> DataFrame:
-    """The ok video files not split yet, with their source's clip hints."""
-    files = ctx.lake.read("video_files").where(F.col("status") == "ok").select("video_id", "uri")
+    """The ok video files not split yet (uri resolved), with their source's clip hints."""
+    files = read_video_files(ctx.lake, blob_root(ctx.cfg, ctx.lake.root))
+    files = files.where(F.col("status") == "ok").select("video_id", "uri")
     todo = ctx.lake.pending(files, "clips", keys=["video_id"])
     if not retry_errors:
         failed = ctx.lake.read("split_errors").where(F.col("detector") == detector).select("video_id")
@@ -223,6 +225,8 @@ def partition_splitter(conf: Mapping[str, Any], detector: str, clip_files: Table
             for batch in batches:
                 for video in batch.to_pandas().itertuples(index=False):
                     clips = outcome.add_video(splitter.split_one(video.video_id, video.uri, video.clip_hints))
+                    for clip in clips:
+                        clip["uri"] = stored_uri(clip["uri"], settings["blob_root"])
                     if clips:
                         yield pa.RecordBatch.from_pylist(clips, schema=CLIPS_ARROW)  # takes CLIPS' columns
 

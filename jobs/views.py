@@ -5,6 +5,8 @@ and the notebooks filter on. Its columns are the clips columns, the scores colum
 
 - `duration_s`: end_s - start_s of the clip;
 - `source`, `video_url`: the video's source set and URL; `video_uri`: the downloaded file;
+- `uri`, `video_uri`: absolute, resolved against the lake's blob root (jobs/blobs.py; the tables
+  store them relative to it);
 - `text`, `caption_model`, `caption_kind`, `match`: the chosen caption: of the configured kind
   (`curate.caption_kind`) from the preferred models (`curate.caption_models`) in order, then any
   other model, then the caption the source set shipped, then the video's source caption.
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.blobs import blob_root, read_clips, read_video_files, resolved_uri_sql
 from jobs.config import Config
 from jobs.lake import Lake
 from schemas.tables import CLIPS, SCORES
@@ -28,8 +31,9 @@ SOURCE_MODEL = "source"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def clip_view_sql(caption_kind: str, caption_models: Sequence[str] = ()) -> str:
-    """The SELECT behind clip_view, over the lake's table views (`Lake.register_views`)."""
+def clip_view_sql(caption_kind: str, caption_models: Sequence[str], root: str) -> str:
+    """The SELECT behind clip_view, over the lake's table views (`Lake.register_views`), with the
+    uris resolved against the blob root `root`."""
     for name in (caption_kind, *caption_models):
         if not _NAME.match(name):
             raise VidlakeError(f"caption kind or model {name!r} may hold only letters, digits, '_', '.', '-'")
@@ -37,7 +41,9 @@ def clip_view_sql(caption_kind: str, caption_models: Sequence[str] = ()) -> str:
         f"WHEN model = '{model}' THEN {rank}" for rank, model in enumerate(caption_models)
     )
     other_model_rank = len(caption_models)
-    clip_columns = ", ".join(f"c.`{f.name}`" for f in CLIPS.fields)
+    clip_columns = ", ".join(
+        f"{resolved_uri_sql('c.uri', root)} AS uri" if f.name == "uri" else f"c.`{f.name}`" for f in CLIPS.fields
+    )
     score_columns = ", ".join(f"s.`{f.name}`" for f in SCORES.fields if f.name != "clip_id")
     return f"""
 WITH usable_captions AS (
@@ -61,7 +67,7 @@ chosen_captions AS (
 SELECT {clip_columns},
        c.end_s - c.start_s AS duration_s,
        {score_columns},
-       v.source, v.url AS video_url, f.uri AS video_uri,
+       v.source, v.url AS video_url, {resolved_uri_sql('f.uri', root)} AS video_uri,
        coalesce(k.caption, v.caption) AS text,
        CASE WHEN k.caption IS NOT NULL THEN k.model WHEN v.caption IS NOT NULL THEN '{SOURCE_MODEL}' END
          AS caption_model,
@@ -79,7 +85,7 @@ def register_clip_view(lake: Lake, cfg: Config, caption_kind: str | None = None)
     """Registers every lake table and `clip_view` as temporary views; returns clip_view."""
     kind = caption_kind or cfg.get("curate.caption_kind")
     lake.register_views()
-    view = lake.spark.sql(clip_view_sql(kind, cfg.get("curate.caption_models")))
+    view = lake.spark.sql(clip_view_sql(kind, cfg.get("curate.caption_models"), blob_root(cfg, lake.root)))
     view.createOrReplaceTempView(CLIP_VIEW)
     return view
 
@@ -94,8 +100,10 @@ def file_span_columns() -> list[Column]:
     ]
 
 
-def clip_spans(lake: Lake) -> DataFrame:
-    """clip_id, video_id, uri and the clip's span within that file: what a stage decodes frames from."""
-    clips = lake.read("clips").select("clip_id", "video_id", "uri", "start_s", "end_s")
-    files = lake.read("video_files").select("video_id", F.col("uri").alias("video_uri"))
+def clip_spans(lake: Lake, cfg: Config) -> DataFrame:
+    """clip_id, video_id, uri (absolute) and the clip's span within that file: what a stage decodes
+    frames from."""
+    root = blob_root(cfg, lake.root)
+    clips = read_clips(lake, root).select("clip_id", "video_id", "uri", "start_s", "end_s")
+    files = read_video_files(lake, root).select("video_id", F.col("uri").alias("video_uri"))
     return clips.join(files, "video_id", "left").select("clip_id", "video_id", "uri", *file_span_columns())

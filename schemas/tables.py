@@ -60,7 +60,9 @@ VIDEO_FILES = _fields(
     ("status", StringType(), False),  # ok or the failure: http_error, timeout, too_large, blocked_url, not_video, ...
     ("error", StringType(), True),
     ("url", StringType(), True),
-    ("uri", StringType(), True),  # where the bytes are stored (under download.blob_root)
+    # Where the bytes are stored: relative to the blob root (download.blob_root) when under it,
+    # else absolute; jobs/blobs.py resolves it against the blob root of the lake being read.
+    ("uri", StringType(), True),
     ("bytes", LongType(), True),
     ("sha256", StringType(), True),
     ("container", StringType(), True),
@@ -91,7 +93,9 @@ CLIPS = _fields(
     ("resolution", StringType(), True),  # bucket by the short side: 240p, 360p, 480p, 720p, 1080p, 4k
     ("detector", StringType(), False),
     ("detector_params", StringType(), True),  # JSON of the detector's parameters
-    ("uri", StringType(), True),  # the cut clip file when clips are materialized, else the source video
+    # The cut clip file when clips are materialized, else the source video; relative to the blob
+    # root when under it, like video_files.uri.
+    ("uri", StringType(), True),
     ("created_at", TimestampType(), False),
 )
 

@@ -130,7 +130,8 @@ def test_missing_weights_stop_the_job_before_any_captioning(spark, lake, checkpo
     assert not lake.exists("captions")
 
 
-def test_an_unknown_kind_is_a_one_line_error_from_the_cli(spark, lake, checkpoints, capsys):
+def test_an_unknown_kind_is_a_one_line_error_from_the_cli(spark, lake, checkpoints, media, capsys):
+    write_lake(spark, lake, media)  # the caption stage reads a lake that must exist
     overrides = job_overrides(lake.root, checkpoints)
     argv = ["caption", "--model", "florence2", "--kinds", "short,camera"]
     for item in overrides:

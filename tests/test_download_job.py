@@ -50,10 +50,12 @@ def set_download_conf(cfg, **overrides) -> None:
         cfg.set(f"download.{key}", value)
 
 
-def ok_rows_have_their_blobs(rows) -> None:
+def ok_rows_have_their_blobs(rows, lake) -> None:
+    """Each ok row's blob is under the lake's blob root, which its uri is relative to."""
     for row in rows:
         if row.status == "ok":
-            blob = Path(row.uri)
+            assert not Path(row.uri).is_absolute(), row
+            blob = Path(lake.root) / "blobs" / row.uri
             assert blob.is_file(), row
             assert hashlib.sha256(blob.read_bytes()).hexdigest() == row.sha256
 
@@ -93,11 +95,11 @@ def test_download_job_fills_video_files_once_per_video_and_resumes(spark, cfg, l
     status = {r["source_video_id"]: files_rows[r["video_id"]].status for r in rows}
     failures = {"html": "not_video", "later": "http_error"}
     assert status == {**{r["source_video_id"]: "ok" for r in rows[:7]}, **failures}
-    ok_rows_have_their_blobs(files_rows.values())
+    ok_rows_have_their_blobs(files_rows.values(), lake)
     blob_root = Path(lake.root) / "blobs"
-    assert {Path(r.uri) for r in files_rows.values() if r.uri} == set(blob_root.rglob("*.mp4"))
+    assert {blob_root / r.uri for r in files_rows.values() if r.uri} == set(blob_root.rglob("*.mp4"))
     passwd = files_rows[video_id("panda70m", "../../etc/passwd")]
-    assert Path(passwd.uri).parent.parent == blob_root and passwd.num_frames == 250
+    assert (blob_root / passwd.uri).parent.parent == blob_root and passwd.num_frames == 250
     assert len(lake.history("video_files")) >= 3  # several commits: commit_every is 4
 
     requests_before = len(server.requests)
@@ -114,7 +116,7 @@ def test_download_job_fills_video_files_once_per_video_and_resumes(spark, cfg, l
     assert (later.status, later.attempts, later.num_frames) == ("ok", 2, 250)
     assert after[video_id("webvid10m", "html")].attempts == 2
     assert all(after[v].attempts == 1 for v in after if files_rows[v].status == "ok")
-    ok_rows_have_their_blobs(after.values())
+    ok_rows_have_their_blobs(after.values(), lake)
 
     assert sorted(map(repr, lake.read("videos").collect())) == videos_before  # clip hints untouched
     assert len(lake.history("videos")) == videos_version
@@ -238,7 +240,7 @@ def test_a_batch_of_slow_downloads_commits_every_commit_every_s_and_finishes_in_
         assert sorted(r.video_id for r in files_rows) == sorted(r["video_id"] for r in rows)
         assert all(r.status == "ok" for r in files_rows)
         assert all(server.count(f"/v/{i}.mp4") == 1 for i in range(count))  # no video fetched twice
-    ok_rows_have_their_blobs(files_rows)
+    ok_rows_have_their_blobs(files_rows, lake)
     assert len(lake.history("video_files")) >= 2  # one commit per round, though commit_every is 100
     with pytest.raises(VidlakeError, match="'download.commit_every_s' must be above 0, got 0.0"):
         cfg.set("download.commit_every_s", 0.0)
@@ -289,9 +291,9 @@ def test_a_job_killed_after_its_first_commit_resumes_without_duplicates(spark, c
         assert len(files_rows) == count
         assert sorted(r.video_id for r in files_rows) == sorted(r["video_id"] for r in rows)
         assert all(r.status == "ok" for r in files_rows)
-        ok_rows_have_their_blobs(files_rows)
+        ok_rows_have_their_blobs(files_rows, lake)
         by_id = {r["video_id"]: r["url"] for r in rows}
         for video in committed:  # a committed video is never fetched again
             assert server.count(by_id[video].split(str(server.port))[1]) == 1
         blob_root = Path(lake.root) / "blobs"
-        assert {Path(r.uri) for r in files_rows} == set(blob_root.rglob("*.mp4"))
+        assert {blob_root / r.uri for r in files_rows} == set(blob_root.rglob("*.mp4"))

@@ -164,7 +164,7 @@ def test_spark_submit_entry_point_materializes_clips(lake, spark):
     assert "[vidlake] split: 1 rows" in result.stdout
     clip_files = sorted((Path(lake.root) / "blobs" / "clips" / "carphone").glob("*.mp4"))
     assert len(clip_files) == 1 and frame_count(str(clip_files[0])) == 120
-    assert lake.read("clips").first().uri == str(clip_files[0])
+    assert lake.read("clips").first().uri == str(clip_files[0].relative_to(Path(lake.root) / "blobs"))
 
 
 def test_videos_are_split_in_whole_waves_of_the_task_slots():
