@@ -32,7 +32,6 @@ from jobs.blobs import blob_root, read_clips, read_video_files
 from jobs.context import JobContext
 from jobs.lake import Lake, LakeError, arrow_filesystem
 from schemas.tables import TABLES
-from udfs.errors import VidlakeError
 
 STAGE = "check"
 PROBLEM_SCHEMA = "key string, uri string, problem string"
