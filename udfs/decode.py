@@ -62,6 +62,10 @@ class FrameSpec:
     it into `format` (bgr24, rgb24 or gray). At 1080p that costs about a fifth of a libswscale
     downscale, which has to read every source row. Frames in other pixel formats are scaled by
     libswscale to the same size.
+
+    `interpolation` is libswscale's for this spec's frames (FAST_BILINEAR, BILINEAR, AREA, ...);
+    None takes the decoder's. A consumer whose output depends on every pixel of a tiny frame
+    (TransNetV2's 48x27) names its own: FAST_BILINEAR aliases at such sizes.
     """
 
     width: int
@@ -69,6 +73,7 @@ class FrameSpec:
     format: str = "bgr24"
     upscale: bool = True
     subsample: bool = False
+    interpolation: str | None = None
 
     def __post_init__(self) -> None:
         if self.subsample and self.format not in SUBSAMPLE_FORMATS:
@@ -140,8 +145,10 @@ class DecodeSummary:
 class VideoDecoder:
     """One pass over a video's frames, scaled to every spec, `batch_frames` frames at a time.
 
-    `interpolation` is libswscale's (FAST_BILINEAR, BILINEAR, AREA, ...); `skip_loop_filter` skips
-    H.264/HEVC deblocking, for frames that only feed detectors. `skip_nonref` has FFmpeg skip the
+    `interpolation` is libswscale's (FAST_BILINEAR, BILINEAR, AREA, ...) for the specs that name
+    none; `skip_loop_filter` skips H.264/HEVC deblocking, for frames that only feed detectors
+    (TransNetV2's included: on the package's test video it moves the network's probabilities by
+    at most 0.055 and costs no cut). `skip_nonref` has FFmpeg skip the
     frames no other frame refers to (most B-frames: 40-50% of an x264 stream's frames, a third of
     its decoding time), for detectors that do not need every frame; it applies to MP4/MOV and
     Matroska/WebM files, whose packets carry every frame's timestamp, so each decoded frame still
@@ -225,9 +232,10 @@ class VideoDecoder:
 
     def _filler(self, spec: FrameSpec) -> _Filler:
         video_size = (self.info.width, self.info.height)
+        interpolation = spec.interpolation or self.interpolation
         if spec.subsample:
-            return _SubsampledFrames(spec, video_size, self.batch_frames, self.interpolation)
-        return _ScaledFrames(spec.size_for(*video_size), spec.format, self.batch_frames, self.interpolation)
+            return _SubsampledFrames(spec, video_size, self.batch_frames, interpolation)
+        return _ScaledFrames(spec.size_for(*video_size), spec.format, self.batch_frames, interpolation)
 
     def _index_of(self, frame: av.VideoFrame) -> int:
         """The frame's number: its rank among the packets' timestamps when frames are skipped (a
