@@ -196,7 +196,7 @@ def export_opensora_csv(ctx: JobContext, clips: DataFrame, args: argparse.Namesp
         _remove_folder(clip_dir)
     columns = dict.fromkeys((*filter(None, export.OPENSORA_COLUMNS.values()), *export.CUT_INPUT_COLUMNS))
     parallelism = ctx.spark.sparkContext.defaultParallelism
-    rows = clips.select(*columns).repartition(parallelism, "clip_id").sortWithinPartitions("video_id", "start_frame")
+    rows = clips.select(*columns).repartition(parallelism, "video_id").sortWithinPartitions("video_id", "start_frame")
     cutter = export.ClipFiles(clip_dir, ctx.cfg.section("split.reencode"))
     # Cutting is the expensive part: run it once, whatever the CSV and the failure list read.
     table = rows.mapInPandas(export.opensora_export_batches(cutter), OPENSORA_EXPORT_SCHEMA)

@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 import av
 import pandas as pd
 
-from udfs.decode import DecodeError
+from udfs.decode import DecodeError, PacketIndex, index_packets
 from udfs.materialize import MadeClip, Materializer, clip_file
 
 # Open-Sora column -> clip_view column it comes from (None: computed below).
@@ -91,6 +91,9 @@ class ClipFiles:
 
     def __init__(self, clip_dir: str, reencode_conf: dict) -> None:
         self.materializer = Materializer.from_conf({"materialize": "reencode", "reencode": reencode_conf}, clip_dir)
+        # The packet index of the source video cut last: a task gets a video's clips together
+        # (the export partitions by video), so each source is demuxed once, not once per clip.
+        self._indexed: tuple[str, PacketIndex] | None = None
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         out = batch.astype({"uri": object}).assign(export_error=None)
@@ -113,8 +116,13 @@ class ClipFiles:
 
     def _cut(self, row: dict) -> MadeClip:
         made = self.materializer.cut(row["video_uri"], row["video_id"], row["clip_id"],
-                                     int(row["start_frame"]), int(row["end_frame"]))
+                                     int(row["start_frame"]), int(row["end_frame"]), self._packets(row["video_uri"]))
         return clip_file(made.uri)
+
+    def _packets(self, uri: str) -> PacketIndex:
+        if self._indexed is None or self._indexed[0] != uri:
+            self._indexed = (uri, index_packets(uri))
+        return self._indexed[1]
 
 
 def opensora_rows(batch: pd.DataFrame) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from typing import Any
 import av
 import numpy as np
 
-from udfs.decode import VideoInfo, index_packets, local_path, open_container
+from udfs.decode import PacketIndex, VideoInfo, index_packets, local_path, open_container
 from udfs.scenes import ClipSpan, Timeline
 
 MODES = ("none", "copy", "reencode")
@@ -111,10 +111,14 @@ class Materializer:
                 made = MadeClip(destination, made.num_frames, made.fps, made.width, made.height)
         return made
 
-    def cut(self, uri: str, video_id: str, clip_id: str, start_frame: int, end_frame: int) -> MadeClip:
+    def cut(
+        self, uri: str, video_id: str, clip_id: str, start_frame: int, end_frame: int,
+        packets: PacketIndex | None = None,
+    ) -> MadeClip:
         """Writes frames [start_frame, end_frame) of the video at `uri` as the clip's file, the frames
-        numbered by the video's packets (as split's hints detector and copy mode number them)."""
-        packets = index_packets(uri)
+        numbered by the video's packets (as split's hints detector and copy mode number them);
+        `packets` is the video's index_packets, where the caller cut another clip of it already."""
+        packets = packets or index_packets(uri)
         timeline = Timeline(packets.info.fps, packets.times, packets.end_time)
         if not 0 <= start_frame < end_frame <= timeline.num_frames:
             raise ValueError(f"frames [{start_frame}, {end_frame}) are not inside the {timeline.num_frames} "
