@@ -1,18 +1,27 @@
-"""Shared fixtures: one real local Spark session for the whole run, and a fresh lake per test."""
+"""Shared fixtures: one real local Spark session for the whole run, and a fresh lake per test.
+
+Every test that takes the `engine` fixture (through `cfg`, `lake` or `ctx`, or a module's own lake
+fixture) runs once per Delta engine: delta-rs, then delta-spark. The one session has Delta's jars
+(resolved from Maven through Spark's Ivy cache), so both engines work in it. The `vidlake`
+processes such a test starts get the same engine through VIDLAKE_CONF (a profile file per engine).
+VIDLAKE_TEST_ENGINE=delta-rs (or delta-spark) runs one engine only, for a quicker local loop.
+"""
 from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-# The Delta engine of the shared session's lakes: auto (delta-rs, as this session has no Delta jars),
-# or delta-spark, which resolves Delta's jars from Maven for a second pass of the suite.
-TEST_ENGINE = os.environ.get("VIDLAKE_TEST_ENGINE", "auto")
+ENGINES = ("delta-rs", "delta-spark")
+TEST_ENGINES = tuple(e for e in ENGINES if os.environ.get("VIDLAKE_TEST_ENGINE", e) == e)
+_PASSED_PER_ENGINE: Counter = Counter()
 
 
 @pytest.fixture(scope="session")
@@ -20,19 +29,37 @@ def spark():
     from jobs.config import load_config
     from jobs.session import build_spark
 
+    engine = "delta-spark" if "delta-spark" in TEST_ENGINES else "delta-rs"
     cfg = load_config("local", ["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=4",
-                                f"lake.engine={TEST_ENGINE}"])
+                                f"lake.engine={engine}"])
     session = build_spark(cfg)
     yield session
     session.stop()
 
 
+@pytest.fixture(scope="session", params=TEST_ENGINES)
+def engine(request, tmp_path_factory) -> str:
+    """The Delta engine of this run of the test; its `vidlake` processes use it too."""
+    profile = tmp_path_factory.mktemp("profiles") / f"{request.param}.yaml"
+    local = yaml.safe_load((ROOT / "conf" / "local.yaml").read_text())
+    local["lake"]["engine"] = request.param
+    profile.write_text(yaml.safe_dump(local))
+    previous = os.environ.get("VIDLAKE_CONF")
+    os.environ["VIDLAKE_CONF"] = str(profile)
+    yield request.param
+    if previous is None:
+        os.environ.pop("VIDLAKE_CONF", None)
+    else:
+        os.environ["VIDLAKE_CONF"] = previous
+
+
 @pytest.fixture
-def cfg(tmp_path):
-    """The local profile with the lake in this test's temporary folder."""
+def cfg(tmp_path, engine):
+    """The local profile with the lake in this test's temporary folder, on this run's engine."""
     from jobs.config import load_config
 
-    return load_config("local", [f"lake.root={tmp_path / 'lake'}", "spark.master=local[2]"])
+    return load_config("local", [f"lake.root={tmp_path / 'lake'}", "spark.master=local[2]",
+                                 f"lake.engine={engine}"])
 
 
 @pytest.fixture
@@ -47,3 +74,19 @@ def ctx(spark, cfg, lake):
     from jobs.context import JobContext
 
     return JobContext(cfg, spark, lake)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    engine = getattr(item, "callspec", None) and item.callspec.params.get("engine")
+    if report.when == "call" and report.passed:
+        _PASSED_PER_ENGINE[engine or "engine-independent"] += 1
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _PASSED_PER_ENGINE:
+        return
+    counts = ", ".join(f"{name} {_PASSED_PER_ENGINE[name]}" for name in (*ENGINES, "engine-independent"))
+    terminalreporter.write_line(f"tests passed per Delta engine: {counts}")

@@ -54,14 +54,14 @@ REMOVED_ALONE = {
 }
 
 
-def curated_context(spark, root: Path):
+def curated_context(spark, root: Path, engine: str):
     """A JobContext on a lake built by build_lake under `root`, and the ids build_lake returns."""
     from jobs.config import load_config
     from jobs.context import JobContext
     from jobs.lake import Lake
 
-    cfg = load_config("local", [f"lake.root={root / 'lake'}", "spark.master=local[2]"])
-    lake = Lake(spark, cfg.get("lake.root"))
+    cfg = load_config("local", [f"lake.root={root / 'lake'}", "spark.master=local[2]", f"lake.engine={engine}"])
+    lake = Lake(spark, cfg.get("lake.root"), engine)
     return JobContext(cfg, spark, lake), build_lake(spark, lake, root / "files")
 
 

@@ -21,9 +21,9 @@ DEFAULT_WHERE = "aesthetic >= 4.5 AND pwatermark < 0.3 AND ocr_area_ratio < 0.02
 
 
 @pytest.fixture(scope="module")
-def built(spark, tmp_path_factory):
+def built(spark, engine, tmp_path_factory):
     """One lake for the module (building it is the slow part); tests only read it."""
-    return curated_context(spark, tmp_path_factory.mktemp("curate"))
+    return curated_context(spark, tmp_path_factory.mktemp("curate"), engine)
 
 
 def curate_args(out, export="opensora-csv", **overrides) -> argparse.Namespace:

@@ -15,7 +15,7 @@ from jobs.lake import Lake
 FILTER = "brightness BETWEEN 20 AND 250 AND ocr_area_ratio < 0.5 AND num_frames >= 25"
 
 
-def test_source_csv_to_curated_opensora_csv(spark, tmp_path, capsys):
+def test_source_csv_to_curated_opensora_csv(spark, engine, tmp_path, capsys):
     shots = tmp_path / "shots.mp4"
     make_video(shots, [Shot(100, seed=1), Shot(100, seed=2, pan=(-3.0, 1.0)), Shot(100, seed=3)], fps=25,
                size=(320, 180))
@@ -42,7 +42,7 @@ def test_source_csv_to_curated_opensora_csv(spark, tmp_path, capsys):
     table = pd.read_csv(out)
     assert len(table) >= 3
     assert table["text"].str.lower().str.startswith("a video called").all()  # the source caption, tidied
-    brightness = {r.clip_id: r.brightness for r in Lake(spark, str(lake)).read("scores").collect()}
+    brightness = {r.clip_id: r.brightness for r in Lake(spark, str(lake), engine).read("scores").collect()}
     for row in table.itertuples():
         assert 20 <= brightness[row.id] <= 250
         with av.open(row.path) as container:

@@ -36,10 +36,10 @@ FPS = 25
 
 
 @pytest.fixture(scope="module")
-def split_lake(spark, tmp_path_factory):
+def split_lake(spark, engine, tmp_path_factory):
     """(lake root, source files by video name): videos split by `vidlake split` with its defaults."""
     root = tmp_path_factory.mktemp("export")
-    ctx = context(spark, root / "lake")
+    ctx = context(spark, engine, root / "lake")
     assert ctx.cfg.get("split.materialize") == "none"
     files = {}
     for seed, (name, (shots, size, _)) in enumerate(VIDEOS.items()):
@@ -58,10 +58,10 @@ def split_lake(spark, tmp_path_factory):
     return root / "lake", files
 
 
-def context(spark, lake_root: Path, *settings: str) -> JobContext:
+def context(spark, engine: str, lake_root: Path, *settings: str) -> JobContext:
     cfg = load_config("local", [f"lake.root={lake_root}", "spark.master=local[2]", "split.clips.min_clip_s=1.0",
-                                *settings])
-    return JobContext(cfg, spark, Lake(spark, cfg.get("lake.root")))
+                                f"lake.engine={engine}", *settings])
+    return JobContext(cfg, spark, Lake(spark, cfg.get("lake.root"), engine))
 
 
 def curate_args(out, export="opensora-csv", where="num_frames > 0", overwrite=False) -> argparse.Namespace:
@@ -84,9 +84,9 @@ def nearest_source_frame(frame: np.ndarray, source: list[np.ndarray], around: in
     return min(candidates, key=lambda i: np.abs(source[i] - frame).mean())
 
 
-def test_opensora_csv_of_unmaterialized_clips_reads_back_as_open_sora_reads_it(spark, split_lake, tmp_path):
+def test_opensora_csv_of_unmaterialized_clips_reads_back_as_open_sora_reads_it(spark, engine, split_lake, tmp_path):
     lake_root, files = split_lake
-    ctx = context(spark, lake_root)
+    ctx = context(spark, engine, lake_root)
     clips = ctx.lake.read("clips").where("video_id = 'captioned'").toPandas()
     assert len(clips) == 3 and (clips["uri"] == str(files["captioned"])).all()  # frame ranges of the source
     out = tmp_path / "train.csv"
@@ -108,37 +108,40 @@ def test_opensora_csv_of_unmaterialized_clips_reads_back_as_open_sora_reads_it(s
         assert nearest_source_frame(frames[-1], source, row.source_end_frame - 1) == row.source_end_frame - 1
 
 
-def test_clips_without_caption_are_skipped_and_counted_or_refuse_the_export(spark, split_lake, tmp_path, capsys):
+def test_clips_without_caption_are_skipped_and_counted_or_refuse_the_export(spark, engine, split_lake, tmp_path,
+                                                                            capsys):
     lake_root, _ = split_lake
     where = "video_id IN ('captioned', 'uncaptioned')"
     out = tmp_path / "skip.csv"
-    assert curate.run(context(spark, lake_root), curate_args(out, where=where)) == 0
+    assert curate.run(context(spark, engine, lake_root), curate_args(out, where=where)) == 0
     table = pd.read_csv(out, keep_default_na=False)
     assert set(table["video_id"]) == {"captioned"} and (table["text"].str.strip() != "").all()
     assert "2 clips left out: no caption (curate.export.missing_caption=skip)" in capsys.readouterr().err
 
     refused = tmp_path / "fail.csv"
     with pytest.raises(VidlakeError) as error:
-        curate.run(context(spark, lake_root, "curate.export.missing_caption=fail"), curate_args(refused, where=where))
+        refusing = context(spark, engine, lake_root, "curate.export.missing_caption=fail")
+        curate.run(refusing, curate_args(refused, where=where))
     assert str(error.value).startswith("2 selected clips have no caption") and "\n" not in str(error.value)
     assert not refused.exists() and not (tmp_path / "fail_clips").exists()
 
 
-def test_webdataset_leaves_out_uncaptioned_clips_too(spark, split_lake, tmp_path):
+def test_webdataset_leaves_out_uncaptioned_clips_too(spark, engine, split_lake, tmp_path):
     lake_root, _ = split_lake
-    ctx = context(spark, lake_root, "curate.export.missing_caption=fail")
+    ctx = context(spark, engine, lake_root, "curate.export.missing_caption=fail")
     with pytest.raises(VidlakeError, match="2 selected clips have no caption"):
         curate.run(ctx, curate_args(tmp_path / "shards", export="webdataset", where="video_id = 'uncaptioned'"))
     assert not (tmp_path / "shards").exists()
 
 
-def test_a_clip_that_cannot_be_cut_is_listed_and_fails_the_export(spark, split_lake, tmp_path, capsys):
+def test_a_clip_that_cannot_be_cut_is_listed_and_fails_the_export(spark, engine, split_lake, tmp_path, capsys):
     lake_root, _ = split_lake
     out = tmp_path / "train.csv"
-    assert curate.run(context(spark, lake_root), curate_args(out, where="video_id IN ('captioned', 'gone')")) == 1
+    where = "video_id IN ('captioned', 'gone')"
+    assert curate.run(context(spark, engine, lake_root), curate_args(out, where=where)) == 1
     assert set(pd.read_csv(out)["video_id"]) == {"captioned"}
     errors = [json.loads(line) for line in (tmp_path / "train_clips" / "errors.jsonl").read_text().splitlines()]
-    gone = Lake(spark, str(lake_root)).read("clips").where("video_id = 'gone'").collect()
+    gone = Lake(spark, str(lake_root), engine).read("clips").where("video_id = 'gone'").collect()
     assert [e["clip_id"] for e in errors] == [gone[0].clip_id]
     assert errors[0]["reason"].startswith("cannot cut the clip from")
     assert "1 clips not exported" in capsys.readouterr().err
@@ -175,7 +178,7 @@ def jobs_run(spark) -> list[int]:
     ("webdataset", "file.txt", ["--overwrite"], "--out {out} is a file; a folder is written here"),
     ("webdataset", "folder", [], "--out {out} exists and is not empty; remove it or pass --overwrite"),
 ])
-def test_outputs_are_checked_before_any_query_runs(spark, split_lake, tmp_path, capsys, export, out, flags,
+def test_outputs_are_checked_before_any_query_runs(spark, engine, split_lake, tmp_path, capsys, export, out, flags,
                                                     message):
     lake_root, _ = split_lake
     (tmp_path / "folder").mkdir()
@@ -195,7 +198,7 @@ def test_outputs_are_checked_before_any_query_runs(spark, split_lake, tmp_path, 
     assert sorted(tmp_path.rglob("*")) == listing
 
 
-def test_no_export_writes_into_the_lake(spark, split_lake, tmp_path, capsys):
+def test_no_export_writes_into_the_lake(spark, engine, split_lake, tmp_path, capsys):
     lake_root, _ = split_lake
     listing = sorted(lake_root.rglob("*"))
     common = ["curate", "--lake", str(lake_root), "--set", "spark.master=local[2]", "--overwrite"]
@@ -208,7 +211,7 @@ def test_no_export_writes_into_the_lake(spark, split_lake, tmp_path, capsys):
     assert sorted(lake_root.rglob("*")) == listing
 
 
-def test_sql_out_naming_a_folder_is_one_line(spark, split_lake, tmp_path, capsys):
+def test_sql_out_naming_a_folder_is_one_line(spark, engine, split_lake, tmp_path, capsys):
     lake_root, _ = split_lake
     folder = tmp_path / "result.csv"
     folder.mkdir()

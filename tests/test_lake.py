@@ -108,12 +108,12 @@ def test_row_count_follows_appends_upserts_and_overwrites(spark, lake):
     assert lake.row_count("scores") == 1
 
 
-def test_row_count_counts_the_rows_of_files_the_log_has_no_statistics_for(spark, tmp_path):
+def test_row_count_counts_the_rows_of_files_the_log_has_no_statistics_for(spark, engine, tmp_path):
     """A table another writer committed without file statistics is counted, not taken as empty."""
     from deltalake import Schema
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
-    lake = Lake(spark, str(tmp_path / "lake"))
+    lake = Lake(spark, str(tmp_path / "lake"), engine)
     rows = pa.table({"clip_id": ["c1", "c2", "c3"]})
     path = Path(lake.path("scores"))
     path.mkdir(parents=True)
@@ -159,8 +159,8 @@ def test_a_lake_root_that_is_a_file_is_a_clear_error(spark, tmp_path):
         Lake(spark, str(not_a_folder))
 
 
-def test_large_writes_roll_files_at_the_row_limit(spark, tmp_path):
-    lake = Lake(spark, str(tmp_path / "lake"), max_rows_per_file=1000)
+def test_large_writes_roll_files_at_the_row_limit(spark, engine, tmp_path):
+    lake = Lake(spark, str(tmp_path / "lake"), engine, max_rows_per_file=1000)
     df = spark.range(5000).select(F.concat(F.lit("c"), F.col("id").cast("string")).alias("clip_id"))
     lake.append(df.repartition(1), "scores")
     table = deltalake.DeltaTable(lake.path("scores"))

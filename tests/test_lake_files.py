@@ -30,7 +30,7 @@ def settings(lake: Path, *more: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
+def built(engine, tmp_path_factory) -> Path:
     """A lake of three ingested videos, two downloaded (a commit each) and split into clip files;
     read-only: tests copy it (copy_lake) before they change anything."""
     work = tmp_path_factory.mktemp("lake_files")
@@ -56,9 +56,9 @@ def copy_lake(built: Path, where: Path) -> Path:
     return where
 
 
-def lake_of(spark, root: Path) -> tuple:
-    cfg = load_config("local", [f"lake.root={root}", *SETTINGS])
-    return cfg, Lake(spark, str(root))
+def lake_of(spark, root: Path, engine: str) -> tuple:
+    cfg = load_config("local", [f"lake.root={root}", *SETTINGS, f"lake.engine={engine}"])
+    return cfg, Lake(spark, str(root), cfg.get("lake.engine"))
 
 
 def last_commit(lake: Path, table: str) -> Path:
@@ -110,9 +110,9 @@ def test_check_finds_a_clean_lake_clean(built, tmp_path, capsys):
     assert "clip files present" in out
 
 
-def test_check_names_every_damaged_table_file_blob_and_clip_file(spark, built, tmp_path, capsys):
+def test_check_names_every_damaged_table_file_blob_and_clip_file(spark, engine, built, tmp_path, capsys):
     lake = copy_lake(built, tmp_path / "lake")
-    cfg, reader = lake_of(spark, lake)
+    cfg, reader = lake_of(spark, lake, engine)
     root = blob_root(cfg, str(lake))
     blob = reader.read("video_files").where("status = 'ok'").first()
     clip = reader.read("clips").orderBy("clip_id").first()
@@ -180,9 +180,9 @@ def test_ingest_still_starts_a_lake_on_a_new_path(tmp_path):
     assert run_stage(["status", *settings(lake)]) == 0
 
 
-def test_a_lake_copied_elsewhere_reads_its_own_blobs(spark, built, tmp_path, capsys):
+def test_a_lake_copied_elsewhere_reads_its_own_blobs(spark, engine, built, tmp_path, capsys):
     original = copy_lake(built, tmp_path / "original")
-    cfg, reader = lake_of(spark, original)
+    cfg, reader = lake_of(spark, original, engine)
     stored = reader.read("video_files").where("status = 'ok'").first().uri
     assert not os.path.isabs(stored) and stored.endswith(".mp4")  # relative to the blob root
     assert all(not os.path.isabs(row.uri) for row in reader.read("clips").collect())
@@ -196,7 +196,7 @@ def test_a_lake_copied_elsewhere_reads_its_own_blobs(spark, built, tmp_path, cap
     assert run_stage(["curate", "--where", "num_frames > 0", "--export", "opensora-csv", "--out", str(out),
                       *settings(copy)]) == 0
 
-    cfg, reader = lake_of(spark, copy)
+    cfg, reader = lake_of(spark, copy, engine)
     scores = reader.read("scores").toPandas()
     clips = reader.read("clips").toPandas()
     assert len(clips) >= 3 and set(scores["clip_id"]) == set(clips["clip_id"])
@@ -212,13 +212,13 @@ def test_a_lake_copied_elsewhere_reads_its_own_blobs(spark, built, tmp_path, cap
             assert sum(1 for _ in container.decode(video=0)) == row.num_frames
 
 
-def test_uris_outside_the_blob_root_and_old_absolute_rows_stay_absolute(spark, built, tmp_path):
+def test_uris_outside_the_blob_root_and_old_absolute_rows_stay_absolute(spark, engine, built, tmp_path):
     assert stored_uri("/elsewhere/clips/a.mp4", "/lake/blobs") == "/elsewhere/clips/a.mp4"
     assert stored_uri("/lake/blobs/ab/ab12.mp4", "/lake/blobs") == "ab/ab12.mp4"
     assert stored_uri("s3://bucket/lake/blobs/ab/ab12.mp4", "s3a://bucket/lake/blobs") == "ab/ab12.mp4"
 
     lake = copy_lake(built, tmp_path / "lake")
-    cfg, reader = lake_of(spark, lake)
+    cfg, reader = lake_of(spark, lake, engine)
     root = blob_root(cfg, str(lake))
     files = reader.read("video_files")
     absolute = files.selectExpr("video_id", "status", f"concat('{root}/', uri) AS uri")  # as rows were written before

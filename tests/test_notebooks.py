@@ -17,8 +17,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.fixture(scope="module")
-def built(spark, tmp_path_factory):
-    return curated_context(spark, tmp_path_factory.mktemp("notebooks"))
+def built(spark, engine, tmp_path_factory):
+    return curated_context(spark, tmp_path_factory.mktemp("notebooks"), engine)
 
 
 def test_every_notebook_is_databricks_source_with_sql_cells():

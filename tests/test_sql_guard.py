@@ -21,8 +21,8 @@ from schemas.tables import TABLES
 
 
 @pytest.fixture(scope="module")
-def built(spark, tmp_path_factory):
-    ctx, ids = curated_context(spark, tmp_path_factory.mktemp("sqlguard"))
+def built(spark, engine, tmp_path_factory):
+    ctx, ids = curated_context(spark, tmp_path_factory.mktemp("sqlguard"), engine)
     return ctx, ids, {name: ctx.lake.row_count(name) for name in TABLES}
 
 
