@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -112,13 +113,19 @@ class Lake:
     def exists(self, name: str) -> bool:
         return self._engine.exists(self.path(name))
 
-    def read(self, name: str, version: int | None = None) -> DataFrame:
-        """The table (at `version` if given); an empty frame with its schema if it does not exist yet."""
+    def read(self, name: str, version: int | None = None, timestamp: datetime | None = None) -> DataFrame:
+        """The table (at `version`, or as it was at `timestamp`: the last commit at or before it, as
+        Delta's time travel means it); an empty frame with its schema if it does not exist yet."""
         contract = table(name)
         if not self.exists(name):
-            if version is not None:
-                raise LakeError(f"table {name!r} does not exist in {self.root}, so it has no version {version}")
+            if version is not None or timestamp is not None:
+                at = f"version {version}" if version is not None else f"a snapshot at {timestamp}"
+                raise LakeError(f"table {name!r} does not exist in {self.root}, so it has no {at}")
             return self.spark.createDataFrame([], contract.schema)
+        if timestamp is not None:
+            if version is not None:
+                raise LakeError(f"read {name!r} at a version or at a timestamp, not both")
+            return self._engine.read(self.path(name), contract, None, timestamp=_utc(timestamp))
         return self._engine.read(self.path(name), contract, version)
 
     def append(self, df: DataFrame, name: str) -> None:
@@ -195,6 +202,11 @@ class Lake:
         return self.spark.sql(query)
 
 
+def _utc(moment: datetime) -> datetime:
+    """`moment` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 def _table_names() -> list[str]:
     from schemas.tables import TABLES
 
@@ -259,12 +271,20 @@ class DeltaSparkEngine:
 
         return DeltaTable.isDeltaTable(self.spark, path)
 
-    def read(self, path: str, contract: Table, version: int | None) -> DataFrame:
+    def read(self, path: str, contract: Table, version: int | None, timestamp: datetime | None = None) -> DataFrame:
         check_log(path)
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(path)
+        if timestamp is not None:
+            reader = reader.option("timestampAsOf", timestamp.isoformat())
+        if version is None and timestamp is None:
+            return reader.load(path)
+        try:
+            return reader.load(path)
+        except AnalysisException as err:
+            at = f"version {version}" if version is not None else f"timestamp {timestamp.isoformat()}"
+            raise LakeError(f"table {table_name_of(path)} cannot be read at {at}: {spark_error_line(err)}") from None
 
     def table_files(self, path: str, contract: Table) -> TableFiles:
         """Files written beside the table (Delta's JVM writer must add them itself)."""
@@ -342,8 +362,8 @@ class DeltaRsEngine:
 
         return DeltaTable.is_deltatable(path)
 
-    def read(self, path: str, contract: Table, version: int | None) -> DataFrame:
-        snapshot = self._open(path, version)
+    def read(self, path: str, contract: Table, version: int | None, timestamp: datetime | None = None) -> DataFrame:
+        snapshot = self._open(path, version) if timestamp is None else self._open_at(path, timestamp)
         files = [_spark_path(uri) for uri in snapshot.file_uris()]
         if not files:
             return self.spark.createDataFrame([], contract.schema)
@@ -369,6 +389,23 @@ class DeltaRsEngine:
                 "engine cannot read through Spark's parquet reader; run with lake.engine=delta-spark"
             )
         return snapshot
+
+    def _open_at(self, path: str, timestamp: datetime):
+        """The snapshot of the last commit at or before `timestamp` (a commit's time is its log
+        file's modification time, for both engines), within delta-spark's bounds: delta-rs alone
+        would give version 0 for a moment before the first commit, and the newest version for one
+        after the newest commit, which a later commit could still change."""
+        name, iso = table_name_of(path), timestamp.isoformat()
+        first, newest = _commit_times(path)
+        if timestamp < first[1]:
+            raise LakeError(f"table {name} cannot be read at timestamp {iso}: it is before the earliest commit "
+                            f"the log holds (version {first[0]} at {first[1].isoformat()})")
+        if timestamp > newest[1]:
+            raise LakeError(f"table {name} cannot be read at timestamp {iso}: it is after the newest commit "
+                            f"(version {newest[0]} at {newest[1].isoformat()}); use VERSION AS OF {newest[0]}")
+        snapshot = self._open(path)
+        snapshot.load_as_version(timestamp)
+        return self._open(path, snapshot.version())
 
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
         self._commit(path, contract, mode, adds=self._write_files(df, path, contract), removes=[])
@@ -468,6 +505,15 @@ class DeltaRsEngine:
             open_delta_table(path).create_write_transaction(
                 actions + removes, mode, schema, partition_by, commit_properties=properties
             )
+
+
+def _commit_times(path: str) -> tuple[tuple[int, datetime], tuple[int, datetime]]:
+    """(version, time) of the earliest and the newest commit files of a table's log."""
+    filesystem, root = arrow_filesystem(path)
+    selector = pafs.FileSelector(f"{root}/_delta_log", allow_not_found=True)
+    commits = sorted((int(m.group(1)), info.mtime.astimezone(timezone.utc))
+                     for info in filesystem.get_file_info(selector) if (m := COMMIT_FILE.match(info.base_name)))
+    return commits[0], commits[-1]
 
 
 def table_name_of(path: str) -> str:
