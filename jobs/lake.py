@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -200,6 +200,9 @@ class Lake:
     def sql(self, query: str) -> DataFrame:
         self.register_views()
         return self.spark.sql(query)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -391,21 +394,21 @@ class DeltaRsEngine:
         return snapshot
 
     def _open_at(self, path: str, timestamp: datetime):
-        """The snapshot of the last commit at or before `timestamp` (a commit's time is its log
-        file's modification time, for both engines), within delta-spark's bounds: delta-rs alone
-        would give version 0 for a moment before the first commit, and the newest version for one
-        after the newest commit, which a later commit could still change."""
+        """The snapshot of the last commit at or before `timestamp`, as delta-spark picks it (a
+        commit's time is its log file's modification time in milliseconds), and within its bounds:
+        delta-rs's own load_as_version gives version 0 for a moment before the first commit and the
+        newest version for one after the newest commit, which a later commit could still change."""
         name, iso = table_name_of(path), timestamp.isoformat()
-        first, newest = _commit_times(path)
-        if timestamp < first[1]:
+        wanted = (timestamp - _EPOCH) // timedelta(milliseconds=1)
+        commits = _commit_times(path)
+        (first, first_ms), (newest, newest_ms) = commits[0], commits[-1]
+        if wanted < first_ms:
             raise LakeError(f"table {name} cannot be read at timestamp {iso}: it is before the earliest commit "
-                            f"the log holds (version {first[0]} at {first[1].isoformat()})")
-        if timestamp > newest[1]:
+                            f"the log holds (version {first} at {_iso_ms(first_ms)})")
+        if wanted > newest_ms:
             raise LakeError(f"table {name} cannot be read at timestamp {iso}: it is after the newest commit "
-                            f"(version {newest[0]} at {newest[1].isoformat()}); use VERSION AS OF {newest[0]}")
-        snapshot = self._open(path)
-        snapshot.load_as_version(timestamp)
-        return self._open(path, snapshot.version())
+                            f"(version {newest} at {_iso_ms(newest_ms)}); use VERSION AS OF {newest}")
+        return self._open(path, max(version for version, ms in commits if ms <= wanted))
 
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
         self._commit(path, contract, mode, adds=self._write_files(df, path, contract), removes=[])
@@ -507,13 +510,17 @@ class DeltaRsEngine:
             )
 
 
-def _commit_times(path: str) -> tuple[tuple[int, datetime], tuple[int, datetime]]:
-    """(version, time) of the earliest and the newest commit files of a table's log."""
+def _commit_times(path: str) -> list[tuple[int, int]]:
+    """(version, milliseconds since 1970) of each commit file of a table's log, oldest first."""
     filesystem, root = arrow_filesystem(path)
     selector = pafs.FileSelector(f"{root}/_delta_log", allow_not_found=True)
-    commits = sorted((int(m.group(1)), info.mtime.astimezone(timezone.utc))
+    commits = sorted((int(m.group(1)), info.mtime_ns // 1_000_000)
                      for info in filesystem.get_file_info(selector) if (m := COMMIT_FILE.match(info.base_name)))
-    return commits[0], commits[-1]
+    return commits
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=epoch_ms)).isoformat()
 
 
 def table_name_of(path: str) -> str:
