@@ -38,8 +38,8 @@ _ANALYSIS = "org.apache.spark.sql.catalyst.analysis."
 _COMMAND = "org.apache.spark.sql.execution.command."
 
 # What a parsed query is made of: relations, joins, projections, filters, aggregates, windows,
-# set operations, CTEs (recursive ones too), time travel (VERSION/TIMESTAMP AS OF), VALUES, hints, sampling, pivots, generators, the pipe
-# syntax (|>) and the table functions of ALLOWED_TABLE_FUNCTIONS.
+# set operations, CTEs (recursive ones too), time travel (VERSION/TIMESTAMP AS OF), VALUES, hints,
+# sampling, pivots, generators, the pipe syntax (|>) and the table functions of ALLOWED_TABLE_FUNCTIONS.
 QUERY_NODES = frozenset(
     [_LOGICAL + name for name in (
         "Aggregate", "Deduplicate", "Distinct", "Except", "Expand", "Filter", "Generate", "GlobalLimit",
