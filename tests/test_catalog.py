@@ -1,5 +1,5 @@
 """The lake's tables by name for Spark SQL users: `vidlake catalog` registers them in the session's
-catalog, and the README's `spark-sql ... delta.\\`./lake/clips\\`` line reads a lake as it stands."""
+catalog, and the README's `spark-sql ... delta.\\`$PWD/lake/clips\\`` line reads a lake as it stands."""
 from __future__ import annotations
 
 import datetime as dt
@@ -78,7 +78,7 @@ def test_the_readmes_spark_sql_line_reads_the_lake_by_path(spark, lake, tmp_path
     assert Path(lake.root) == tmp_path / "lake"
     write_clips(spark, lake, 4)
     line = readme_spark_sql_line()
-    assert "$(python -m jobs.delta_packages)" in line and "delta.\\`./lake/clips\\`" in line
+    assert "$(python -m jobs.delta_packages)" in line and "delta.\\`$PWD/lake/clips\\`" in line
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYSPARK_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
