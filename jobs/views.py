@@ -26,7 +26,7 @@ from jobs.blobs import blob_root, read_clips, read_video_files, resolved_uri_sql
 from jobs.config import Config
 from jobs.lake import Lake
 from jobs.output import QueryError, reported
-from jobs.sql_guard import Statement, TableReference
+from jobs.sql_guard import Statement, TableReference, check_statement
 from schemas.tables import CLIPS, SCORES, TABLES
 from udfs.errors import VidlakeError
 
@@ -113,7 +113,10 @@ def resolved_statement(lake: Lake, statement: Statement, what: str) -> str:
             lake.read(name, version, timestamp).createOrReplaceTempView(view)
             registered.add(view)
         views[ref] = view
-    return statement.rewritten(views)
+    text = statement.rewritten(views)
+    if check_statement(lake.spark, text, what, metadata=True).references:  # the rewrite names views only
+        raise QueryError(f"{what}: this statement's lake references could not be resolved")
+    return text
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -130,6 +133,7 @@ def _snapshot_of(lake: Lake, ref: TableReference, what: str) -> tuple[int | None
     if ref.timestamp is None:
         return None, None
     query = f"SELECT unix_micros(CAST(({ref.timestamp}) AS TIMESTAMP)) AS micros"
+    check_statement(lake.spark, query, what)
     micros = reported(lambda: lake.spark.sql(query).collect()[0].micros, f"{what}: TIMESTAMP AS OF")
     if micros is None:
         raise QueryError(f"{what}: TIMESTAMP AS OF {ref.timestamp} is not a timestamp")
