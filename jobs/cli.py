@@ -25,6 +25,7 @@ STAGES = {
     "demo": ("jobs.demo", "the whole pipeline on bundled sample videos, in ./lake"),
     "status": ("jobs.status", "rows done, pending and failed per stage"),
     "sql": ("jobs.sql", "run Spark SQL over the lake's tables"),
+    "catalog": ("jobs.catalog", "register the lake's tables in the Spark catalog as DATABASE.<table>"),
     "curate": ("jobs.curate", "filter clips with SQL and export a training set"),
     "report": ("jobs.report", "an HTML report of the lake's clips and scores"),
     "check": ("jobs.check", "check the lake is whole: table logs and files, video blobs, clip files"),

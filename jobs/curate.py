@@ -23,7 +23,7 @@ from jobs.context import JobContext
 from jobs.output import check_output, reported, write_single_file
 from jobs.progress import StageLog
 from jobs.sql_guard import check_statement, condition_column
-from jobs.views import CLIP_VIEW, register_clip_view
+from jobs.views import CLIP_VIEW, register_clip_view, resolved_statement
 from udfs import export
 from udfs.errors import VidlakeError
 
@@ -173,8 +173,9 @@ def filtered(ctx: JobContext, where: str) -> DataFrame:
 def query_selection(ctx: JobContext, view: DataFrame, query: str) -> DataFrame:
     """The --sql query's rows (checked read-only by jobs/sql_guard.py) with clip_view's other columns."""
     statement = query.strip().rstrip(";")
-    check_statement(ctx.spark, statement, "rejected --sql query")
-    result = reported(lambda: ctx.spark.sql(statement), "rejected --sql query")
+    checked = check_statement(ctx.spark, statement, "rejected --sql query")
+    query = resolved_statement(ctx.lake, checked, "rejected --sql query")
+    result = reported(lambda: ctx.spark.sql(query), "rejected --sql query")
     if "clip_id" not in result.columns:
         raise VidlakeError(f"the --sql query's result needs a clip_id column; it has {', '.join(result.columns)}")
     missing = [c for c in view.columns if c not in result.columns]

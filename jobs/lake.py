@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -112,13 +113,19 @@ class Lake:
     def exists(self, name: str) -> bool:
         return self._engine.exists(self.path(name))
 
-    def read(self, name: str, version: int | None = None) -> DataFrame:
-        """The table (at `version` if given); an empty frame with its schema if it does not exist yet."""
+    def read(self, name: str, version: int | None = None, timestamp: datetime | None = None) -> DataFrame:
+        """The table (at `version`, or as it was at `timestamp`: the last commit at or before it, as
+        Delta's time travel means it); an empty frame with its schema if it does not exist yet."""
         contract = table(name)
         if not self.exists(name):
-            if version is not None:
-                raise LakeError(f"table {name!r} does not exist in {self.root}, so it has no version {version}")
+            if version is not None or timestamp is not None:
+                at = f"version {version}" if version is not None else f"a snapshot at {timestamp}"
+                raise LakeError(f"table {name!r} does not exist in {self.root}, so it has no {at}")
             return self.spark.createDataFrame([], contract.schema)
+        if timestamp is not None:
+            if version is not None:
+                raise LakeError(f"read {name!r} at a version or at a timestamp, not both")
+            return self._engine.read(self.path(name), contract, None, timestamp=_utc(timestamp))
         return self._engine.read(self.path(name), contract, version)
 
     def append(self, df: DataFrame, name: str) -> None:
@@ -195,6 +202,14 @@ class Lake:
         return self.spark.sql(query)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 def _table_names() -> list[str]:
     from schemas.tables import TABLES
 
@@ -259,12 +274,20 @@ class DeltaSparkEngine:
 
         return DeltaTable.isDeltaTable(self.spark, path)
 
-    def read(self, path: str, contract: Table, version: int | None) -> DataFrame:
+    def read(self, path: str, contract: Table, version: int | None, timestamp: datetime | None = None) -> DataFrame:
         check_log(path)
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(path)
+        if timestamp is not None:
+            reader = reader.option("timestampAsOf", timestamp.isoformat())
+        if version is None and timestamp is None:
+            return reader.load(path)
+        try:
+            return reader.load(path)
+        except AnalysisException as err:
+            at = f"version {version}" if version is not None else f"timestamp {timestamp.isoformat()}"
+            raise LakeError(f"table {table_name_of(path)} cannot be read at {at}: {spark_error_line(err)}") from None
 
     def table_files(self, path: str, contract: Table) -> TableFiles:
         """Files written beside the table (Delta's JVM writer must add them itself)."""
@@ -342,8 +365,8 @@ class DeltaRsEngine:
 
         return DeltaTable.is_deltatable(path)
 
-    def read(self, path: str, contract: Table, version: int | None) -> DataFrame:
-        snapshot = self._open(path, version)
+    def read(self, path: str, contract: Table, version: int | None, timestamp: datetime | None = None) -> DataFrame:
+        snapshot = self._open(path, version) if timestamp is None else self._open_at(path, timestamp)
         files = [_spark_path(uri) for uri in snapshot.file_uris()]
         if not files:
             return self.spark.createDataFrame([], contract.schema)
@@ -369,6 +392,23 @@ class DeltaRsEngine:
                 "engine cannot read through Spark's parquet reader; run with lake.engine=delta-spark"
             )
         return snapshot
+
+    def _open_at(self, path: str, timestamp: datetime):
+        """The snapshot of the last commit at or before `timestamp`, as delta-spark picks it (a
+        commit's time is its log file's modification time in milliseconds), and within its bounds:
+        delta-rs's own load_as_version gives version 0 for a moment before the first commit and the
+        newest version for one after the newest commit, which a later commit could still change."""
+        name, iso = table_name_of(path), timestamp.isoformat()
+        wanted = (timestamp - _EPOCH) // timedelta(milliseconds=1)
+        commits = _commit_times(path)
+        (first, first_ms), (newest, newest_ms) = commits[0], commits[-1]
+        if wanted < first_ms:
+            raise LakeError(f"table {name} cannot be read at timestamp {iso}: it is before the earliest commit "
+                            f"the log holds (version {first} at {_iso_ms(first_ms)})")
+        if wanted > newest_ms:
+            raise LakeError(f"table {name} cannot be read at timestamp {iso}: it is after the newest commit "
+                            f"(version {newest} at {_iso_ms(newest_ms)}); use VERSION AS OF {newest}")
+        return self._open(path, max(version for version, ms in commits if ms <= wanted))
 
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
         self._commit(path, contract, mode, adds=self._write_files(df, path, contract), removes=[])
@@ -468,6 +508,19 @@ class DeltaRsEngine:
             open_delta_table(path).create_write_transaction(
                 actions + removes, mode, schema, partition_by, commit_properties=properties
             )
+
+
+def _commit_times(path: str) -> list[tuple[int, int]]:
+    """(version, milliseconds since 1970) of each commit file of a table's log, oldest first."""
+    filesystem, root = arrow_filesystem(path)
+    selector = pafs.FileSelector(f"{root}/_delta_log", allow_not_found=True)
+    commits = sorted((int(m.group(1)), info.mtime_ns // 1_000_000)
+                     for info in filesystem.get_file_info(selector) if (m := COMMIT_FILE.match(info.base_name)))
+    return commits
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=epoch_ms)).isoformat()
 
 
 def table_name_of(path: str) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -23,7 +25,9 @@ from pyspark.sql import functions as F
 from jobs.blobs import blob_root, read_clips, read_video_files, resolved_uri_sql
 from jobs.config import Config
 from jobs.lake import Lake
-from schemas.tables import CLIPS, SCORES
+from jobs.output import QueryError, reported
+from jobs.sql_guard import Statement, TableReference, check_statement
+from schemas.tables import CLIPS, SCORES, TABLES
 from udfs.errors import VidlakeError
 
 CLIP_VIEW = "clip_view"
@@ -88,6 +92,81 @@ def register_clip_view(lake: Lake, cfg: Config, caption_kind: str | None = None)
     view = lake.spark.sql(clip_view_sql(kind, cfg.get("curate.caption_models"), blob_root(cfg, lake.root)))
     view.createOrReplaceTempView(CLIP_VIEW)
     return view
+
+
+def resolved_statement(lake: Lake, statement: Statement, what: str) -> str:
+    """The statement's text with each lake reference (`clips VERSION AS OF 3`, `clips TIMESTAMP AS
+    OF ...`, ``delta.`<lake>/clips` ``) pointing at a temporary view of that snapshot of the table,
+    registered here: `clips__v3`, `clips__at_<microseconds since 1970>`, `clips__current`."""
+    views: dict[TableReference, str] = {}
+    registered: set[str] = set()
+    for ref in statement.references:
+        name = _table_at(lake, ref.path, what) if ref.path else ref.name[0]
+        version, timestamp = _snapshot_of(lake, ref, what)
+        if version is not None:
+            view = f"{name}__v{version}"
+        elif timestamp is not None:
+            view = f"{name}__at_{(timestamp - _EPOCH) // timedelta(microseconds=1)}"
+        else:
+            view = f"{name}__current"
+        if view not in registered:
+            lake.read(name, version, timestamp).createOrReplaceTempView(view)
+            registered.add(view)
+        views[ref] = view
+    text = statement.rewritten(views)
+    if check_statement(lake.spark, text, what, metadata=True).references:  # the rewrite names views only
+        raise QueryError(f"{what}: this statement's lake references could not be resolved")
+    return text
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _snapshot_of(lake: Lake, ref: TableReference, what: str) -> tuple[int | None, datetime | None]:
+    """The version, or the moment (UTC), a reference reads; the moment's expression is evaluated
+    by Spark, in the session's time zone, as Spark evaluates `TIMESTAMP AS OF` itself."""
+    if ref.version is not None:
+        if not ref.version.isdigit():
+            raise QueryError(f"{what}: VERSION AS OF takes a version number (a commit of the table), "
+                             f"not {ref.version!r}")
+        return int(ref.version), None
+    if ref.timestamp is None:
+        return None, None
+    query = f"SELECT unix_micros(CAST(({ref.timestamp}) AS TIMESTAMP)) AS micros"
+    check_statement(lake.spark, query, what)
+    micros = reported(lambda: lake.spark.sql(query).collect()[0].micros, f"{what}: TIMESTAMP AS OF")
+    if micros is None:
+        raise QueryError(f"{what}: TIMESTAMP AS OF {ref.timestamp} is not a timestamp")
+    return None, _EPOCH + timedelta(microseconds=micros)
+
+
+def _table_at(lake: Lake, path: str, what: str) -> str:
+    """The lake table whose folder `path` names (a relative path is taken from the current folder):
+    SQL reads files by path only there, and only through Delta's own reader (delta-spark)."""
+    if lake.engine_name != "delta-spark":
+        raise QueryError(f"{what}: delta.`{path}` needs the delta-spark engine (--set lake.engine=delta-spark); "
+                         "on delta-rs name the table itself (FROM clips)")
+    wanted = _normalised_location(path)
+    for name in TABLES:
+        if _normalised_location(lake.path(name)) == wanted:
+            return name
+    inside = wanted.startswith(_normalised_location(lake.root) + "/")
+    where = "is in the lake but not one of its tables" if inside else "is outside the lake"
+    raise QueryError(f"{what}: delta.`{path}` {where}; SQL reads by path only the lake's tables, "
+                     f"{lake.root}/<table> ({', '.join(TABLES)})")
+
+
+def _normalised_location(location: str) -> str:
+    """A location as one comparable string: object-store URLs with s3a:// as s3:// and no trailing
+    slash, local paths absolute and resolved (`file:` URIs too)."""
+    location = location.rstrip("/")
+    if location.startswith("s3a://"):
+        return "s3://" + location[len("s3a://"):]
+    if location.startswith("file:"):
+        location = "/" + location[len("file:"):].lstrip("/")
+    elif "://" in location or location.startswith("dbfs:"):
+        return location
+    return str(Path(location).expanduser().resolve())
 
 
 def file_span_columns() -> list[Column]:

@@ -30,7 +30,8 @@ def test_unknown_stage_is_a_usage_error(tmp_path):
     assert "invalid choice" in result.stderr
 
 
-@pytest.mark.parametrize("stage", ["ingest", "download", "split", "score", "caption", "curate", "sql", "check"])
+@pytest.mark.parametrize("stage", ["ingest", "download", "split", "score", "caption", "curate", "sql", "check",
+                                   "catalog"])
 def test_every_stage_has_help(stage, tmp_path):
     result = run_vidlake(stage, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

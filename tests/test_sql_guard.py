@@ -62,8 +62,11 @@ HOSTILE = [
      "the function try_reflect reaches Java"),
     ("sql", "SELECT * FROM clips LATERAL VIEW java_method('java.lang.System', 'exit', 3) e AS v",
      "the function java_method"),
-    ("sql", "SELECT * FROM text.`/etc/passwd`", "TABLE_OR_VIEW_NOT_FOUND"),
-    ("curate --where", "EXISTS (SELECT * FROM text.`/etc/passwd`)", "TABLE_OR_VIEW_NOT_FOUND"),
+    ("sql", "SELECT * FROM text.`/etc/passwd`", "files are not read by path here (text.`/etc/passwd`)"),
+    ("curate --where", "EXISTS (SELECT * FROM text.`/etc/passwd`)", "files are not read by path here"),
+    ("sql", "SELECT * FROM parquet.`{lake}/clips`", "files are not read by path here (parquet.`"),
+    ("curate --sql", "SELECT clip_id FROM json.`{tmp}`", "files are not read by path here (json.`"),
+    ("curate --where", "EXISTS (SELECT 1 FROM scores VERSION AS OF 0)", "time travel (VERSION/TIMESTAMP AS OF)"),
     ("curate --where", "1=1) UNION ALL SELECT * FROM clip_view WHERE (1=1", "PARSE_SYNTAX_ERROR"),
     ("curate --where", "EXISTS (SELECT TRANSFORM(clip_id) USING 'touch {tmp}/ran' FROM clips)",
      "TRANSFORM ... USING (runs a program)"),
@@ -186,3 +189,87 @@ def test_the_guard_refuses_to_run_in_a_session_that_reads_raw_file_paths(spark):
             check_statement(spark, "SELECT 1", "sql")
     finally:
         spark.conf.set(FILE_QUERIES_CONF, "false")
+
+
+# delta.`path` reads a lake table through Delta's own reader: on delta-spark, and for the lake's own
+# tables only (a path outside the lake, or inside it but not a table, is refused before Spark sees it).
+DELTA_PATHS_REFUSED = [
+    ("sql", "SELECT * FROM delta.`/etc`", "is outside the lake"),
+    ("sql", "SELECT * FROM delta.`{lake}/../elsewhere` VERSION AS OF 0", "is outside the lake"),
+    ("sql", "SELECT * FROM delta.`{lake}/blobs`", "is in the lake but not one of its tables"),
+    ("curate --sql", "SELECT clip_id FROM delta.`{lake}/clips/_delta_log`", "is in the lake but not one of its tables"),
+]
+
+
+@pytest.mark.parametrize("path, statement, reason", DELTA_PATHS_REFUSED)
+def test_delta_path_outside_the_lakes_tables_is_refused_in_one_line(built, tmp_path, capsys, path, statement,
+                                                                    reason):
+    ctx, _, rows_before = built
+    code, out, err = through(path, statement.format(lake=ctx.lake.root), ctx, tmp_path, capsys)
+    assert code == 2, out
+    assert err.startswith("vidlake: error: ") and err.count("\n") == 1, err
+    expected = reason if ctx.lake.engine_name == "delta-spark" else "needs the delta-spark engine"
+    assert expected in err
+    assert {name: ctx.lake.row_count(name) for name in TABLES} == rows_before
+
+
+def test_a_lake_table_reads_by_its_delta_path_on_delta_spark(built, capsys, monkeypatch):
+    """Absolute, and relative to the current folder, as `spark-sql` users write it; delta-rs says
+    in one line that this needs the delta-spark engine."""
+    ctx, ids, _ = built
+    lake = Path(ctx.lake.root)
+    monkeypatch.chdir(lake.parent)
+    query = (f"SELECT c.clip_id FROM delta.`{lake}/clips` c JOIN delta.`./{lake.name}/scores` s "
+             "USING (clip_id) WHERE s.aesthetic > 6")
+    code, out, err = vidlake(ctx, capsys, "sql", query)
+    if ctx.lake.engine_name == "delta-spark":
+        assert code == 0, err
+        assert ids["good_b"] in out and ids["good_a"] not in out
+    else:
+        assert code == 2
+        assert err.count("\n") == 1 and "needs the delta-spark engine (--set lake.engine=delta-spark)" in err
+
+
+def test_curate_sql_reads_a_table_at_a_version(built, tmp_path, capsys):
+    ctx, ids, _ = built
+    query = tmp_path / "select.sql"
+    query.write_text("SELECT clip_id FROM scores VERSION AS OF 0 WHERE aesthetic > 6", encoding="utf-8")
+    out = tmp_path / "selected.parquet"
+    code, _, err = vidlake(ctx, capsys, "curate", "--sql", str(query), "--export", "parquet", "--out", str(out))
+    assert code == 0, err
+    assert list(pd.read_parquet(out)["clip_id"]) == [ids["good_b"]]
+
+
+def _commit_micros(lake, name: str, version: int) -> int:
+    """When a commit was made, as Delta's time travel dates it: its log file's modification time."""
+    return Path(lake.path(name), "_delta_log", f"{version:020d}.json").stat().st_mtime_ns // 1000
+
+
+def test_time_travel_reads_each_snapshot_on_the_lakes_engine(ctx, capsys):
+    """VERSION AS OF / TIMESTAMP AS OF, two snapshots of one table in one query, the table's name
+    still qualifying its columns; a version or moment the table does not have is one line."""
+    spark, lake = ctx.spark, ctx.lake
+    for clip, motion in (("c1", 1.0), ("c2", 2.0)):
+        lake.append(spark.createDataFrame([(clip, motion)], "clip_id string, motion double"), "scores")
+    first = _commit_micros(lake, "scores", 0)
+    answers = {
+        "SELECT scores.clip_id FROM scores VERSION AS OF 0": ["c1"],
+        "SELECT clip_id FROM scores ORDER BY clip_id": ["c1", "c2"],
+        "SELECT clip_id FROM scores EXCEPT SELECT s.clip_id FROM scores FOR VERSION AS OF 0 AS s": ["c2"],
+        f"SELECT clip_id FROM scores TIMESTAMP AS OF timestamp_micros({first})": ["c1"],
+        f"SELECT clip_id FROM scores TIMESTAMP AS OF timestamp_micros({first}) + INTERVAL 1 MILLISECOND": ["c1"],
+        "SELECT count(*) AS n FROM clips c JOIN scores VERSION AS OF 1 USING (clip_id)": ["0"],
+    }
+    for query, rows in answers.items():
+        code, out, err = vidlake(ctx, capsys, "sql", query)
+        assert code == 0, (query, err)
+        assert out.split()[1:] == rows, (query, out)
+    for query, reason in [
+        ("SELECT * FROM scores VERSION AS OF 5", "table scores cannot be read at version 5"),
+        ("SELECT * FROM scores TIMESTAMP AS OF '2000-01-01 00:00:00'", "cannot be read at timestamp 2000-01-01"),
+        (f"SELECT * FROM scores TIMESTAMP AS OF timestamp_micros({first}) + INTERVAL 1 DAY", "cannot be read at"),
+        ("SELECT * FROM clips VERSION AS OF 0", "table 'clips' does not exist"),
+    ]:
+        code, out, err = vidlake(ctx, capsys, "sql", query)
+        assert code == 2, (query, out)
+        assert err.startswith("vidlake: error: ") and err.count("\n") == 1 and reason in err, (query, err)
