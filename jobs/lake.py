@@ -645,6 +645,10 @@ def arrow_filesystem(uri: str) -> tuple:
         uri = "/dbfs/" + uri[len("dbfs:"):].lstrip("/")
     elif uri.startswith("s3a://"):
         uri = "s3://" + uri[len("s3a://"):]
+    if uri.startswith("s3://"):
+        # A file smaller than one upload part (a commit's worth of rows, a staged block) is sent
+        # as one PUT when it is closed, not as a multipart upload of three requests.
+        uri += "?allow_delayed_open=true"
     return fs.FileSystem.from_uri(uri)
 
 

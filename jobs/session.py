@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 
 from jobs.config import Config
 from jobs.delta_packages import DeltaVersionError, check_jvm_delta, delta_coordinates
+from jobs.object_store import object_store_conf
 
 log = logging.getLogger("vidlake")
 
@@ -40,6 +41,7 @@ def build_spark(cfg: Config) -> SparkSession:
         builder = builder.master(master)
     confs = {**cfg.get("spark.conf"), **REQUIRED_CONF}
     confs.update(_delta_spark_conf(cfg, confs.get("spark.jars.packages", "")))
+    confs.update(object_store_conf(cfg, confs.get("spark.jars.packages", "")))
     for key, value in confs.items():
         builder = builder.config(key, str(value))
     with listening_on_loopback() if str(master).startswith("local") else contextlib.nullcontext():
