@@ -306,7 +306,7 @@ def data_files_in_folder(path: str) -> dict[str, int]:
     files = {}
     for info in infos:
         relative = info.path[len(root):].lstrip("/")
-        if info.type == pafs.FileType.File and not any(part[:1] in "_." for part in relative.split("/")):
+        if info.type == pafs.FileType.File and not any(part.startswith(("_", ".")) for part in relative.split("/")):
             files[relative] = info.size
     return files
 
