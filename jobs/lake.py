@@ -32,7 +32,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import AtomicType, LongType, MapType, StringType, StructField, StructType
 
 from jobs.output import spark_error_line
 from schemas.tables import Table, table
@@ -285,7 +285,8 @@ def conform(df: DataFrame, contract: Table, partial: bool = False, required: tup
 
 
 def _check_zorder_columns(contract: Table, columns: tuple) -> None:
-    """Z-order columns must be data columns of the table (a partition column already clusters)."""
+    """Z-order columns must be plain data columns of the table (a partition column already
+    clusters; the engines z-order by values they keep statistics of)."""
     names = contract.schema.fieldNames()
     unknown = [c for c in columns if c not in names]
     if unknown:
@@ -295,6 +296,10 @@ def _check_zorder_columns(contract: Table, columns: tuple) -> None:
     if partition:
         raise LakeError(f"{', '.join(partition)} is a partition column of {contract.name!r}, so its files are "
                         "already apart by it; z-order by data columns")
+    nested = [f.name for f in contract.schema.fields if f.name in columns and not isinstance(f.dataType, AtomicType)]
+    if nested:
+        raise LakeError(f"{', '.join(nested)} of {contract.name!r} holds lists, maps or structs, which Delta keeps "
+                        "no min/max statistics of to cluster by; z-order by plain columns")
 
 
 def data_files_in_folder(path: str) -> dict[str, int]:

@@ -144,6 +144,8 @@ def test_zorder_keeps_the_rows_and_refuses_columns_it_cannot_cluster_by(spark, l
         lake.optimize("clips", 256 * MB, zorder_by=["aesthetic"])
     with pytest.raises(LakeError, match="source is a partition column of 'videos'"):
         lake.optimize("videos", 256 * MB, zorder_by=["source"])
+    with pytest.raises(LakeError, match="extra of 'videos' holds lists, maps or structs"):
+        lake.optimize("videos", 256 * MB, zorder_by=["video_id", "extra"])
 
 
 def in_process(lake: Lake, *args: str) -> list[str]:
