@@ -29,6 +29,8 @@ STAGES = {
     "curate": ("jobs.curate", "filter clips with SQL and export a training set"),
     "report": ("jobs.report", "an HTML report of the lake's clips and scores"),
     "check": ("jobs.check", "check the lake is whole: table logs and files, video blobs, clip files"),
+    "optimize": ("jobs.optimize", "compact the lake's small data files (optionally z-ordered)"),
+    "vacuum": ("jobs.vacuum", "delete data files no snapshot within the retention needs, orphans included"),
 }
 # The stages that may start a lake on a new root; every other one reads a lake that must exist.
 LAKE_CREATING_STAGES = ("ingest", "run", "demo")

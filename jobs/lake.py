@@ -12,6 +12,7 @@ file) and commits them as one Delta transaction with the `deltalake` package; re
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -31,7 +33,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import AtomicType, LongType, MapType, StringType, StructField, StructType
 
 from jobs.output import spark_error_line
 from schemas.tables import Table, table
@@ -65,6 +67,10 @@ LOG_READS_AT_ONCE = 16
 COMMIT_TAIL_BYTES = 64 * 1024
 # (path, size, modification time) of the log files found sound in this process.
 _SOUND_LOG_FILES: set[tuple] = set()
+# The shortest vacuum retention both engines accept unforced (Delta's
+# delta.deletedFileRetentionDuration default): a file removed or written (not yet committed) less
+# long ago may still be read by an older snapshot's reader or committed by a running job.
+DELTA_RETENTION_CHECK_HOURS = 168
 
 
 class LakeError(VidlakeError):
@@ -74,6 +80,25 @@ class LakeError(VidlakeError):
 class DamagedTableError(LakeError):
     """A table whose Delta log cannot be read as it is (a truncated, empty or missing commit), or
     whose snapshot names a data file that is gone."""
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What `Lake.optimize` did to one table: its data files before and after, and how many the
+    engine rewrote (removed) into how many new ones (added)."""
+
+    files_before: int
+    files_after: int
+    files_removed: int
+    files_added: int
+
+
+@dataclass(frozen=True)
+class Vacuumed:
+    """What `Lake.vacuum` removed from one table's folder: data files and their bytes."""
+
+    files_removed: int
+    bytes_removed: int
 
 
 class Lake:
@@ -192,6 +217,38 @@ class Lake:
             raise LakeError(f"table {name!r} does not exist in {self.root}")
         return self._engine.history(self.path(name))
 
+    def optimize(self, name: str, target_file_bytes: int, zorder_by: tuple | list = ()) -> Compaction:
+        """Compacts the table's files smaller than `target_file_bytes` into files of about that size
+        (with `zorder_by`, rewrites them clustered on those columns), in one commit that changes no
+        row: readers of older versions still see their files until a vacuum."""
+        contract = table(name)
+        _check_zorder_columns(contract, tuple(zorder_by))
+        self._check_written(name)
+        path = self.path(name)
+        before = len(self._engine.snapshot_files(path)[1])
+        removed, added = self._engine.optimize(path, tuple(zorder_by), target_file_bytes)
+        return Compaction(before, len(self._engine.snapshot_files(path)[1]), removed, added)
+
+    def vacuum(self, name: str, retain_hours: int, force: bool = False) -> Vacuumed:
+        """Deletes the table's data files that no snapshot of the last `retain_hours` needs: files
+        later commits removed, and files never committed (a killed task's), once older than that.
+        The log and the current snapshot's files are never touched. A retention under Delta's check
+        needs `force`: a job writing the table now could lose files it has not committed yet."""
+        if retain_hours < DELTA_RETENTION_CHECK_HOURS and not force:
+            raise LakeError(f"a vacuum retention of {retain_hours} hours is under Delta's check of "
+                            f"{DELTA_RETENTION_CHECK_HOURS} hours: it deletes files that a running job has "
+                            "written but not committed yet; pass --force when no job writes the lake")
+        self._check_written(name)
+        path = self.path(name)
+        before = data_files_in_folder(path)
+        self._engine.vacuum(path, retain_hours, enforce_retention=not force)
+        gone = before.keys() - data_files_in_folder(path).keys()
+        return Vacuumed(len(gone), sum(before[f] for f in gone))
+
+    def _check_written(self, name: str) -> None:
+        if not self.exists(name):
+            raise LakeError(f"table {name!r} does not exist in {self.root}")
+
     def register_views(self) -> None:
         """Every lake table as a temporary view of its name, empty where not written yet."""
         for name in _table_names():
@@ -240,6 +297,54 @@ def conform(df: DataFrame, contract: Table, partial: bool = False, required: tup
         else:
             raise LakeError(f"table {contract.name!r} needs column {name!r}, which the rows to write lack")
     return df.select(*columns)
+
+
+def _check_zorder_columns(contract: Table, columns: tuple) -> None:
+    """Z-order columns must be plain data columns of the table (a partition column already
+    clusters; the engines z-order by values they keep statistics of)."""
+    names = contract.schema.fieldNames()
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise LakeError(f"table {contract.name!r} has no column(s) {', '.join(unknown)} to z-order by; "
+                        f"its columns are {', '.join(names)}")
+    partition = [c for c in columns if c in contract.partition_by]
+    if partition:
+        raise LakeError(f"{', '.join(partition)} is a partition column of {contract.name!r}, so its files are "
+                        "already apart by it; z-order by data columns")
+    nested = [f.name for f in contract.schema.fields if f.name in columns and not isinstance(f.dataType, AtomicType)]
+    if nested:
+        raise LakeError(f"{', '.join(nested)} of {contract.name!r} holds lists, maps or structs, which Delta keeps "
+                        "no min/max statistics of to cluster by; z-order by plain columns")
+
+
+def data_files_in_folder(path: str) -> dict[str, int]:
+    """Every data file under a table's folder, committed or not, by relative path, with its size.
+    Delta keeps its log and the engines their checksums and staging under names starting with `_`
+    or `.`, which are not data files."""
+    filesystem, root = arrow_filesystem(path)
+    infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    files = {}
+    for info in infos:
+        relative = info.path[len(root):].lstrip("/")
+        if info.type == pafs.FileType.File and not any(part.startswith(("_", ".")) for part in relative.split("/")):
+            files[relative] = info.size
+    return files
+
+
+@contextlib.contextmanager
+def session_confs(spark: SparkSession, confs: dict[str, str]) -> Iterator[None]:
+    """The session's SQL confs set to `confs` while the block runs, then back as they were."""
+    previous = {key: spark.conf.get(key, None) for key in confs}
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def _is_local(root: str) -> bool:
@@ -351,6 +456,37 @@ class DeltaSparkEngine:
         check_log(path)
         rows = DeltaTable.forPath(self.spark, path).history().collect()
         return [row.asDict(recursive=True) for row in rows]
+
+    def optimize(self, path: str, zorder_by: tuple, target_file_bytes: int) -> tuple[int, int]:
+        """Delta's OPTIMIZE: files under the target size are candidates (minFileSize) and are
+        binned into files of up to it (maxFileSize). Returns (files removed, files added)."""
+        from delta.tables import DeltaTable
+
+        check_log(path)
+        size = str(target_file_bytes)
+        confs = {"spark.databricks.delta.optimize.maxFileSize": size,
+                 "spark.databricks.delta.optimize.minFileSize": size}
+        with session_confs(self.spark, confs):
+            builder = DeltaTable.forPath(self.spark, path).optimize()
+            result = builder.executeZOrderBy(*zorder_by) if zorder_by else builder.executeCompaction()
+            metrics = result.collect()[0].metrics
+        return metrics.numFilesRemoved, metrics.numFilesAdded
+
+    def vacuum(self, path: str, retain_hours: int, enforce_retention: bool) -> None:
+        """Delta's VACUUM, which also deletes files the log never named once older than the
+        retention; its retention check is Spark's session conf, switched off only for this call."""
+        from delta.tables import DeltaTable
+
+        check_log(path)
+        confs = {} if enforce_retention else {"spark.databricks.delta.retentionDurationCheck.enabled": "false"}
+        with session_confs(self.spark, confs):
+            try:
+                DeltaTable.forPath(self.spark, path).vacuum(float(retain_hours))
+            except Exception as err:  # noqa: BLE001 - py4j's IllegalArgumentException wrapper
+                if "DELTA_VACUUM_RETENTION_PERIOD_TOO_SHORT" not in str(err):
+                    raise
+                raise LakeError(f"table {table_name_of(path)}: {spark_error_line(err)}; its "
+                                "delta.deletedFileRetentionDuration is longer; pass --force") from None
 
 
 class DeltaRsEngine:
@@ -468,6 +604,31 @@ class DeltaRsEngine:
 
     def history(self, path: str) -> list[dict]:
         return open_delta_table(path).history()
+
+    def optimize(self, path: str, zorder_by: tuple, target_file_bytes: int) -> tuple[int, int]:
+        """delta-rs's compaction (or z-order), run in this process: it writes the new files in the
+        table's partition folders with full statistics (numRecords included, so row_count still
+        reads the log) and commits them against the version it read. Returns (removed, added)."""
+        from deltalake.transaction import CommitProperties
+
+        optimizer = self._open(path).optimize
+        properties = CommitProperties(custom_metadata={"vidlake.operation": "optimize"})
+        if zorder_by:
+            metrics = optimizer.z_order(list(zorder_by), target_size=target_file_bytes, commit_properties=properties)
+        else:
+            metrics = optimizer.compact(target_size=target_file_bytes, commit_properties=properties)
+        return metrics["numFilesRemoved"], metrics["numFilesAdded"]
+
+    def vacuum(self, path: str, retain_hours: int, enforce_retention: bool) -> None:
+        """A full vacuum: besides the files later commits removed, it deletes those the log never
+        named (a plain one only looks at removed files), each once older than the retention."""
+        from deltalake.exceptions import DeltaError
+
+        try:
+            self._open(path).vacuum(retain_hours, dry_run=False, enforce_retention_duration=enforce_retention,
+                                    full=True)
+        except DeltaError as err:
+            raise LakeError(f"table {table_name_of(path)} cannot be vacuumed: {spark_error_line(err)}") from None
 
     def snapshot_files(self, path: str) -> tuple[int, list[tuple[str, int | None]]]:
         """From the add actions, whose paths are URL-encoded relative paths."""
