@@ -22,8 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("delta-rs", "delta-spark")
 KEYS = 20
-UPSERTS = 3
-BATCHES = 4
+UPSERTS = 2
+BATCHES = 3
 CLIPS_PER_BATCH = 3
 
 WRITER = textwrap.dedent("""
@@ -35,6 +35,7 @@ WRITER = textwrap.dedent("""
 
     from jobs.config import load_config
     from jobs.context import open_context
+    from schemas.tables import table
 
     role, engine, lake_root, meet = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
     keys, upserts, batches, per_batch = (int(a) for a in sys.argv[5:9])
@@ -76,9 +77,10 @@ WRITER = textwrap.dedent("""
     if role == "a":  # a stage's table_files/commit_files loop
         now = datetime.datetime(2026, 1, 1)
         for batch in range(batches):
-            rows = [dict(clip_id=f"v{batch}-{n}", video_id=f"v{batch}", clip_index=n, start_s=float(n),
-                         end_s=n + 1.0, start_frame=24 * n, end_frame=24 * (n + 1), num_frames=24,
-                         detector="content", created_at=now) for n in range(per_batch)]
+            rows = [dict(dict.fromkeys(table("clips").schema.fieldNames()), clip_id=f"v{batch}-{n}",
+                         video_id=f"v{batch}", clip_index=n, start_s=float(n), end_s=n + 1.0, start_frame=24 * n,
+                         end_frame=24 * (n + 1), num_frames=24, detector="content", created_at=now)
+                    for n in range(per_batch)]
             files = lake.table_files("clips")
             lake.commit_files("clips", files, files.write([pa.RecordBatch.from_pylist(rows)]))
             (meet / f"committed-{batch}").touch()
