@@ -22,5 +22,5 @@ def open_context(cfg: Config, lake_must_exist: bool = False) -> JobContext:
     holding none of the lake's tables is a one-line error (a stage that only reads the lake)."""
     spark = build_spark(cfg)
     lake = Lake(spark, cfg.get("lake.root"), cfg.get("lake.engine"), cfg.get("lake.max_rows_per_file"),
-                must_exist=lake_must_exist)
+                must_exist=lake_must_exist, commit_retries=cfg.get("lake.commit_retries"))
     return JobContext(cfg, spark, lake)

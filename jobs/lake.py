@@ -19,7 +19,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from pyspark.errors import AnalysisException
+from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -77,6 +77,11 @@ class LakeError(VidlakeError):
     """A lake operation that cannot be done as asked, with the reason."""
 
 
+class CommitConflict(LakeError):
+    """Another writer committed to the table, after this operation read it, a change that the
+    operation's result would contradict; redoing the operation from the new snapshot may succeed."""
+
+
 class DamagedTableError(LakeError):
     """A table whose Delta log cannot be read as it is (a truncated, empty or missing commit), or
     whose snapshot names a data file that is gone."""
@@ -105,9 +110,10 @@ class Lake:
     """The Delta tables under one root (a local folder or an object-store URL)."""
 
     def __init__(self, spark: SparkSession, root: str, engine: str = "auto", max_rows_per_file: int = 1_000_000,
-                 must_exist: bool = False):
+                 must_exist: bool = False, commit_retries: int = 10):
         """`must_exist`: the lake is one to read, not to create, so a root that holds none of its
-        tables is an error (check_exists), not an empty lake."""
+        tables is an error (check_exists), not an empty lake. `commit_retries`: how often a commit
+        is tried again after another writer's commit got in first (lake.commit_retries)."""
         if engine not in ENGINES:
             raise LakeError(f"unknown lake engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.spark = spark
@@ -118,7 +124,7 @@ class Lake:
             engine = "delta-spark" if delta_jars_present(spark) else "delta-rs"
         self.engine_name = engine
         engine_class = DeltaSparkEngine if engine == "delta-spark" else DeltaRsEngine
-        self._engine = engine_class(spark, max_rows_per_file)
+        self._engine = engine_class(spark, max_rows_per_file, commit_retries)
         if must_exist:
             self.check_exists()
 
@@ -370,9 +376,10 @@ def _normalise_root(root: str, must_exist: bool = False) -> str:
 class DeltaSparkEngine:
     """Delta through its JVM implementation (delta-spark); used when its classes are present."""
 
-    def __init__(self, spark: SparkSession, max_rows_per_file: int):
+    def __init__(self, spark: SparkSession, max_rows_per_file: int, commit_retries: int = 10):
         self.spark = spark
         self.max_rows_per_file = max_rows_per_file
+        self.commit_retries = commit_retries
 
     def exists(self, path: str) -> bool:
         from delta.tables import DeltaTable
@@ -425,20 +432,27 @@ class DeltaSparkEngine:
             _insertable(source.join(self.read(path, contract, None).select(*keys), list(keys), "left_anti"), contract)
         condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         columns = {c: f"s.`{c}`" for c in source.columns}
-        (
-            DeltaTable.forPath(self.spark, path)
-            .alias("t")
-            .merge(source.alias("s"), condition)
-            .whenMatchedUpdate(set=columns)
-            .whenNotMatchedInsert(values=columns)
-            .execute()
-        )
+
+        def merge() -> None:
+            (
+                DeltaTable.forPath(self.spark, path)
+                .alias("t")
+                .merge(source.alias("s"), condition)
+                .whenMatchedUpdate(set=columns)
+                .whenNotMatchedInsert(values=columns)
+                .execute()
+            )
+
+        # Delta detects a conflicting concurrent commit itself and commits nothing; MERGE reads the
+        # new snapshot when run again. The files of the failed attempt are left for VACUUM.
+        retry_conflicts("upsert", path, self.commit_retries, merge)
 
     def delete(self, path: str, contract: Table, condition: Column) -> None:
         from delta.tables import DeltaTable
 
         check_log(path)
-        DeltaTable.forPath(self.spark, path).delete(condition)
+        retry_conflicts("delete", path, self.commit_retries,
+                        lambda: DeltaTable.forPath(self.spark, path).delete(condition))
 
     def snapshot_files(self, path: str) -> tuple[int, list[tuple[str, int | None]]]:
         """Delta's JVM names the snapshot's files as URIs; their sizes are not asked for."""
@@ -492,9 +506,10 @@ class DeltaSparkEngine:
 class DeltaRsEngine:
     """Delta through delta-rs: executors write parquet, the driver commits the transaction."""
 
-    def __init__(self, spark: SparkSession, max_rows_per_file: int):
+    def __init__(self, spark: SparkSession, max_rows_per_file: int, commit_retries: int = 10):
         self.spark = spark
         self.max_rows_per_file = max_rows_per_file
+        self.commit_retries = commit_retries
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
@@ -564,9 +579,13 @@ class DeltaRsEngine:
 
     def upsert(self, source: DataFrame, path: str, contract: Table, keys: tuple) -> None:
         """Copy-on-write MERGE: the files holding a matched key are rewritten with the updates,
-        new keys are added, and one transaction swaps them in."""
+        new keys are added, and one transaction swaps them in; redone from the new snapshot when
+        another writer's commit conflicts with it (retry_conflicts)."""
+        retry_conflicts("upsert", path, self.commit_retries, lambda: self._upsert_once(source, path, contract, keys))
+
+    def _upsert_once(self, source: DataFrame, path: str, contract: Table, keys: tuple) -> None:
         snapshot = self._open(path)
-        target = self.read(path, contract, None).withColumn("_file", F.input_file_name())
+        target = self.read(path, contract, snapshot.version()).withColumn("_file", F.input_file_name())
         source_keys = source.select(*keys)
         touched_names = [
             row._file for row in target.join(source_keys, list(keys), "left_semi").select("_file").distinct().collect()
@@ -574,7 +593,8 @@ class DeltaRsEngine:
         inserts = _insertable(source.join(target.select(*keys), list(keys), "left_anti"), contract)
         if not touched_names:
             if inserts is not None:
-                self.write(inserts, path, contract, "append")
+                adds = self._write_files(inserts, path, contract)
+                self._commit(path, contract, "append", adds, [], "upsert", read_version=snapshot.version())
             return
         touched = self.spark.createDataFrame([(n,) for n in touched_names], "_file string")
         in_touched = target.join(F.broadcast(touched), "_file", "left_semi").drop("_file")
@@ -585,13 +605,16 @@ class DeltaRsEngine:
             rewritten = rewritten.unionByName(inserts)
         adds = self._write_files(rewritten, path, contract)
         removes = _remove_actions(snapshot, touched_names)
-        self._commit(path, contract, "append", adds=adds, removes=removes, operation="upsert")
+        self._commit(path, contract, "append", adds, removes, "upsert", read_version=snapshot.version())
 
     def delete(self, path: str, contract: Table, condition: Column) -> None:
         """Copy-on-write DELETE: the files holding a matching row are rewritten without those rows,
-        in one transaction."""
+        in one transaction; redone from the new snapshot when another writer's commit conflicts."""
+        retry_conflicts("delete", path, self.commit_retries, lambda: self._delete_once(path, contract, condition))
+
+    def _delete_once(self, path: str, contract: Table, condition: Column) -> None:
         snapshot = self._open(path)
-        target = self.read(path, contract, None).withColumn("_file", F.input_file_name())
+        target = self.read(path, contract, snapshot.version()).withColumn("_file", F.input_file_name())
         matches = F.coalesce(condition, F.lit(False))
         touched_names = [row._file for row in target.where(matches).select("_file").distinct().collect()]
         if not touched_names:
@@ -600,7 +623,7 @@ class DeltaRsEngine:
         kept = target.join(F.broadcast(touched), "_file", "left_semi").where(~matches).drop("_file")
         adds = self._write_files(conform(kept, contract), path, contract)
         removes = _remove_actions(snapshot, touched_names)
-        self._commit(path, contract, "append", adds=adds, removes=removes, operation="delete")
+        self._commit(path, contract, "append", adds, removes, "delete", read_version=snapshot.version())
 
     def history(self, path: str) -> list[dict]:
         return open_delta_table(path).history()
@@ -641,8 +664,17 @@ class DeltaRsEngine:
         return [row.asDict() for row in df.mapInArrow(write, WRITTEN_FILES).collect()]
 
     def _commit(
-        self, path: str, contract: Table, mode: str, adds: list[dict], removes: list, operation: str | None = None
+        self, path: str, contract: Table, mode: str, adds: list[dict], removes: list, operation: str | None = None,
+        read_version: int | None = None,
     ) -> None:
+        """One transaction of `adds` and `removes`. A rewrite (upsert, delete) gives the
+        `read_version` it computed them from: the commits other writers made since are checked
+        against it (rewrite_conflict) and a conflict is a CommitConflict. A blind write (append,
+        overwrite) conflicts with nothing. Either way the commit is made against the newest
+        version this process has checked, and only as the version after it: delta-rs's own
+        resolution of a lost race is not used, as it lets a rewrite remove a file that a
+        compaction already replaced (deltalake 1.6.6), which duplicates its rows. A commit that
+        does not happen leaves no file of it in the table's folder."""
         from deltalake import Schema
         from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 
@@ -660,15 +692,133 @@ class DeltaRsEngine:
         ]
         schema = Schema.from_arrow(_arrow_schema(contract.schema))
         partition_by = list(contract.partition_by) or None
-        properties = CommitProperties(custom_metadata={"vidlake.operation": operation or mode})
-        if not self.exists(path):
-            create_table_with_add_actions(
-                path, schema, actions, mode="error", partition_by=partition_by, commit_properties=properties
-            )
-        elif actions or removes or mode == "overwrite":
-            open_delta_table(path).create_write_transaction(
-                actions + removes, mode, schema, partition_by, commit_properties=properties
-            )
+        metadata = {"vidlake.operation": operation or mode, "isBlindAppend": read_version is None and mode == "append"}
+        if read_version is not None:
+            metadata["readVersion"] = read_version
+        if not (actions or removes or mode == "overwrite"):
+            return
+        if read_version is None and not self.exists(path):
+            try:
+                create_table_with_add_actions(path, schema, actions, mode="error", partition_by=partition_by,
+                                              commit_properties=CommitProperties(custom_metadata=metadata))
+                return
+            except Exception:  # noqa: BLE001 - delta-rs raises a generic error when another writer created it first
+                if not self.exists(path):
+                    _discard_files(path, adds)
+                    raise
+        checked = read_version
+        for race in range(self.commit_retries + 1):
+            latest = open_delta_table(path)
+            if checked is not None and latest.version() > checked:
+                try:
+                    _check_rewrite_conflicts(path, checked, latest.version(), removes, operation or mode)
+                except CommitConflict:
+                    _discard_files(path, adds)
+                    raise
+                checked = latest.version()
+            properties = CommitProperties(custom_metadata=metadata, max_commit_retries=0)
+            try:
+                latest.create_write_transaction(actions + removes, mode, schema, partition_by,
+                                                commit_properties=properties)
+                return
+            except Exception:  # noqa: BLE001 - CommitFailedError, or another error of the same lost race
+                if open_delta_table(path).version() == latest.version():
+                    _discard_files(path, adds)
+                    raise
+            log.info("lake: table %s: another writer committed version %d first; committing after it (%d of %d)",
+                     table_name_of(path), latest.version() + 1, race + 1, self.commit_retries)
+        _discard_files(path, adds)
+        raise LakeError(f"{operation or mode} of table {table_name_of(path)} gave up: other writers committed first "
+                        f"{self.commit_retries + 1} times (lake.commit_retries={self.commit_retries})")
+
+
+def retry_conflicts(what: str, path: str, retries: int, attempt: Callable[[], None]) -> None:
+    """`attempt` (an operation that reads the table and commits what it computed from it), redone
+    from the new snapshot up to `retries` times while another writer's commit conflicts with it;
+    then a one-line LakeError naming the table and that commit."""
+    for retry in range(retries + 1):
+        try:
+            attempt()
+            return
+        except Exception as err:  # noqa: BLE001 - only commit conflicts are retried, the rest re-raised
+            conflict = commit_conflict(err)
+            if conflict is None:
+                raise
+            if retry == retries:
+                raise LakeError(f"{what} of table {table_name_of(path)} gave up after {retries} retries "
+                                f"(lake.commit_retries): {conflict}") from None
+            log.warning("lake: %s of table %s conflicted: %s; redoing it from the new snapshot (retry %d of %d)",
+                        what, table_name_of(path), conflict, retry + 1, retries)
+
+
+def commit_conflict(err: Exception) -> str | None:
+    """What another writer's commit did that conflicts with this one, as one line: for the
+    delta-rs engine's CommitConflict, and for delta-spark's ConcurrentModification family (its
+    message names the conflicting commit's version and operation); None for any other error."""
+    if isinstance(err, CommitConflict):
+        return str(err)
+    # delta-spark's Python package converts them to its delta.exceptions classes (siblings, with no
+    # common base); a Delta error class names them where the conversion is not installed.
+    condition = err.getCondition() if isinstance(err, PySparkException) else None
+    if not (type(err).__module__.startswith("delta.exceptions") or (condition or "").startswith("DELTA_CONCURRENT")):
+        return None
+    text = str(err)
+    version = re.search(r'"version"\s*:\s*(\d+)', text)
+    operation = re.search(r'"operation"\s*:\s*"([^"]+)"', text)
+    other = "a concurrent commit"
+    if version or operation:
+        other += " (" + ", ".join(filter(None, [version and f"version {version.group(1)}",
+                                                  operation and operation.group(1)])) + ")"
+    return f"{other}: {spark_error_line(err)}"
+
+
+def _check_rewrite_conflicts(path: str, read_version: int, latest: int, removes: list, operation: str) -> None:
+    """A CommitConflict naming the first commit after `read_version` (up to `latest`) that a
+    rewrite of the table as it was at `read_version` contradicts: one that changed the schema or
+    protocol, removed a file the rewrite removes (a compaction's too), removed rows the rewrite
+    read, or added rows it did not read other than by a blind append (under which an upsert of
+    the same new key would insert it twice; Delta's WriteSerializable lets blind appends through)."""
+    rewritten = {_file_key(r.path) for r in removes}
+    for version in range(read_version + 1, latest + 1):
+        actions = _commit_actions(path, version)
+        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        blind = bool(info.get("isBlindAppend"))
+        reason = None
+        for action in actions:
+            if "metaData" in action or "protocol" in action:
+                reason = "changed the table's schema or protocol"
+            elif "remove" in action and _file_key(action["remove"]["path"]) in rewritten:
+                reason = f"removed a file this {operation} rewrites"
+            elif "remove" in action and action["remove"].get("dataChange", True):
+                reason = f"removed rows this {operation} read"
+            elif "add" in action and action["add"].get("dataChange", True) and not blind:
+                reason = f"added rows this {operation} did not read"
+            if reason:
+                raise CommitConflict(f"version {version} ({info.get('operation', 'an unknown operation')} by "
+                                     f"{info.get('engineInfo', 'another writer')}) {reason}")
+
+
+def _commit_actions(path: str, version: int) -> list[dict]:
+    """The actions of one commit of the table's log; a commit already cleaned up is a conflict, as
+    what it did cannot be checked."""
+    filesystem, root = arrow_filesystem(path)
+    try:
+        with filesystem.open_input_file(f"{root}/_delta_log/{_commit_name(version)}") as handle:
+            return [json.loads(line) for line in handle.read().split(b"\n") if line.strip()]
+    except FileNotFoundError:
+        raise CommitConflict(f"version {version}'s commit file is gone from the log, so it cannot be checked") from None
+
+
+def _discard_files(path: str, adds: list[dict]) -> None:
+    """Delete the data files of a commit that did not happen: no snapshot names them, and they
+    would otherwise wait for a vacuum."""
+    filesystem, root = arrow_filesystem(path)
+    for f in adds:
+        try:
+            filesystem.delete_file(f"{root}/{f['path']}")
+        except OSError as err:
+            log.warning("lake: table %s: could not delete %s of a commit that did not happen (%s); vacuum removes it",
+                        table_name_of(path), f["path"], spark_error_line(err))
 
 
 def _commit_times(path: str) -> list[tuple[int, int]]:
