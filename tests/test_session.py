@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -145,8 +146,9 @@ def test_jars_spark_cannot_resolve_at_start_leave_the_run_on_delta_rs_with_one_l
     """Packages that Ivy cannot fetch stop Spark's JVM from starting: the run goes on with delta-rs,
     says so once, and `vidlake status` shows why. Spark's resolvers (Maven Central and spark-packages,
     through DEFAULT_ARTIFACT_REPOSITORY) point at a closed loopback port and Ivy's folder is empty."""
-    lake.append(spark.createDataFrame([("v1", "generic", "s1", "http://127.0.0.1:9/a.mp4")],
-                                      "video_id string, source string, source_video_id string, url string"), "videos")
+    video = ("v1", "generic", "s1", "http://127.0.0.1:9/a.mp4", "b1", datetime.now(timezone.utc))
+    lake.append(spark.createDataFrame([video], "video_id string, source string, source_video_id string, url string, "
+                                               "ingest_batch string, ingested_at timestamp"), "videos")
     settings = ["lake.delta_packages=true", f"spark.conf.spark.jars.ivy={tmp_path / 'ivy'}", "spark.master=local[1]"]
     command = [sys.executable, "-c", "from jobs.cli import main; main()", "status", "--lake", lake.root,
                *[arg for item in settings for arg in ("--set", item)]]
