@@ -95,7 +95,7 @@ def test_split_submitted_with_delta_packages_to_local_cluster_commits_through_de
     submit_args = ("--master local-cluster[2,1,1024] --conf spark.executor.memory=768m --conf spark.ui.enabled=false")
     env = {**os.environ, "VIDLAKE_SUBMIT_ARGS": submit_args, "PYTHON": sys.executable}
     command = [str(ROOT / "spark-submit.sh"), "--delta-packages", "split", "--conf", "local", *common]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr  # spark-submit's PythonRunner merges the driver's stderr into stdout
     assert result.returncode == 0, output[-3000:]
     assert "[vidlake] lake engine: delta-spark (Delta's classes on the classpath of the running Spark)" in output
