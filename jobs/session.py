@@ -126,7 +126,7 @@ def lake_engine(spark: SparkSession, engine: str) -> tuple[str, str]:
         return "delta-rs", "lake.engine is delta-rs"
     present = delta_jars_present(spark)
     jars = _JARS_CHOICE.get("choice")
-    if jars is None or jars.resolve != present:
+    if jars is None or (jars.resolve or jars.present) != present:
         why = "Delta's classes on Spark's classpath" if present else "Delta's classes are not on Spark's classpath"
     else:
         why = jars.reason
