@@ -257,8 +257,8 @@ def _checked_value(key: str, default: Any, value: Any) -> Any:
     if default is None or value is None:
         return value
     if isinstance(default, bool) or isinstance(value, bool):
-        if isinstance(default, bool) and isinstance(value, bool):
-            return value
+        if isinstance(value, bool) and (isinstance(default, bool) or default == "auto"):
+            return value  # an auto|true|false switch (lake.delta_packages) takes YAML's true/false
     elif isinstance(default, float) and isinstance(value, (int, float)):
         return float(value)
     elif isinstance(default, str) and isinstance(value, (int, float)):

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
 from jobs.config import Config
-from jobs.delta_packages import DeltaVersionError, check_jvm_delta, delta_coordinates
+from jobs.delta_packages import DeltaVersionError, JarsChoice, check_jvm_delta, choose_delta_jars, delta_coordinates
 from jobs.object_store import object_store_conf
 
 log = logging.getLogger("vidlake")
@@ -28,20 +29,46 @@ REQUIRED_CONF = {
     "spark.sql.runSQLOnFiles": "false",
 }
 
+# How the Delta jars of this process's Spark were settled ("choice", a JarsChoice) for its JVM
+# ("jvm"), and the engine line last logged ("logged"), so each run logs it once.
+_JARS_CHOICE: dict = {}
+
 
 def build_spark(cfg: Config) -> SparkSession:
     """The session of the profile: the active one where a platform made it (Databricks,
-    spark-submit's own), else a new one with the profile's master and confs."""
+    spark-submit's own), else a new one with the profile's master and confs. Where the lake engine
+    may be delta-spark, Delta's jars are settled before the JVM starts (choose_delta_jars); both
+    choices, the jars' and the engine's, are logged once."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     _put_project_on_worker_path()
+    engine = cfg.get("lake.engine")
+    confs = {**cfg.get("spark.conf"), **REQUIRED_CONF}
+    jars = _jars_choice(cfg, confs)
+    with_delta = {**confs, **_delta_spark_conf(engine, jars, confs)}
+    try:
+        spark = _start(cfg, {**with_delta, **object_store_conf(cfg, with_delta.get("spark.jars.packages", ""))})
+    except PySparkRuntimeError as err:
+        if not (jars.resolve and err.getCondition() == "JAVA_GATEWAY_EXITED"):
+            raise
+        if engine == "delta-spark":
+            raise DeltaVersionError(f"lake.engine is delta-spark but Spark could not resolve {delta_coordinates()} "
+                                    "(Ivy's report is above); set spark.jars.repositories to a reachable "
+                                    "Maven repository") from None
+        jars = JarsChoice(False, f"Spark could not resolve {delta_coordinates()} when it started")
+        spark = _start(cfg, {**confs, **object_store_conf(cfg, confs.get("spark.jars.packages", ""))})
+    _JARS_CHOICE.update(choice=jars, jvm=spark.sparkContext._jvm)
+    if engine in ("auto", "delta-spark"):
+        check_delta_jars(spark, required=engine == "delta-spark")
+    _log_engine_once(spark, engine)
+    return spark
+
+
+def _start(cfg: Config, confs: dict) -> SparkSession:
     builder = SparkSession.builder.appName(cfg.get("spark.app_name"))
     master = cfg.get("spark.master")
     if master:
         builder = builder.master(master)
-    confs = {**cfg.get("spark.conf"), **REQUIRED_CONF}
-    confs.update(_delta_spark_conf(cfg, confs.get("spark.jars.packages", "")))
-    confs.update(object_store_conf(cfg, confs.get("spark.jars.packages", "")))
     for key, value in confs.items():
         builder = builder.config(key, str(value))
     with listening_on_loopback() if str(master).startswith("local") else contextlib.nullcontext():
@@ -49,9 +76,65 @@ def build_spark(cfg: Config) -> SparkSession:
     for key, value in REQUIRED_CONF.items():
         spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
-    if cfg.get("lake.engine") in ("auto", "delta-spark"):
-        check_delta_jars(spark, required=cfg.get("lake.engine") == "delta-spark")
     return spark
+
+
+def _jars_choice(cfg: Config, confs: dict) -> JarsChoice:
+    """Whether this process names Delta's jars in spark.jars.packages, and why. A JVM this process did
+    not start (spark-submit's, a platform's, an active session's) has its classpath already: only
+    what is on it counts."""
+    engine = cfg.get("lake.engine")
+    if engine == "delta-rs":
+        return JarsChoice(False, "lake.engine is delta-rs")
+    jvm = _running_jvm()
+    if jvm is not None and _JARS_CHOICE.get("jvm") is jvm:
+        return _JARS_CHOICE["choice"]  # this process started it, for the reason recorded then
+    if jvm is not None:
+        if _delta_class_loadable(jvm):
+            return JarsChoice(False, "Delta's classes on the classpath of the running Spark", present=True)
+        return JarsChoice(False, "the running Spark (spark-submit, a platform) has no Delta classes on its classpath")
+    if "io.delta:" in str(confs.get("spark.jars.packages", "")):
+        return JarsChoice(True, "Delta's jars named in spark.jars.packages")
+    setting = cfg.get("lake.delta_packages")
+    if engine == "delta-spark" and setting == "auto":
+        setting = True
+    return choose_delta_jars(setting, confs, cfg.get("lake.maven_repository"), cfg.get("lake.maven_timeout_s"))
+
+
+def _running_jvm():
+    """The JVM that runs already: the one this process launched for an earlier session (PySpark
+    keeps it until the process ends, stopped sessions included), or the one spark-submit or a
+    platform launched and told PySpark about (PYSPARK_GATEWAY_PORT); None when building the session
+    launches one, with the classpath given now."""
+    from pyspark import SparkContext
+
+    if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    SparkContext._ensure_initialized()
+    return SparkContext._jvm
+
+
+def _log_engine_once(spark: SparkSession, engine: str) -> None:
+    line = "lake engine: {} ({})".format(*lake_engine(spark, engine))
+    if _JARS_CHOICE.get("logged") != line:
+        log.info(line)
+        _JARS_CHOICE["logged"] = line
+
+
+def lake_engine(spark: SparkSession, engine: str) -> tuple[str, str]:
+    """The engine a lake of the lake.engine setting `engine` runs on in this session, and why
+    (the phrase `vidlake status` and the log line show)."""
+    if engine == "delta-rs":
+        return "delta-rs", "lake.engine is delta-rs"
+    present = delta_jars_present(spark)
+    jars = _JARS_CHOICE.get("choice")
+    if jars is None or (jars.resolve or jars.present) != present:
+        why = "Delta's classes on Spark's classpath" if present else "Delta's classes are not on Spark's classpath"
+    else:
+        why = jars.reason
+    if engine == "delta-spark":
+        return "delta-spark", f"lake.engine is delta-spark; {why}"
+    return ("delta-spark" if present else "delta-rs"), why
 
 
 @contextlib.contextmanager
@@ -71,20 +154,21 @@ def listening_on_loopback() -> Iterator[None]:
         os.environ.pop("SPARK_LOCAL_IP", None)
 
 
-def _delta_spark_conf(cfg: Config, packages: str) -> dict:
+def _delta_spark_conf(engine: str, jars: JarsChoice, confs: dict) -> dict:
     """Delta's SQL extension and catalog, and its jars from Maven (the release that matches the
-    installed pyspark and delta-spark), when the profile asks for the delta-spark engine. They cannot
-    be set on a guess: naming absent classes would stop the session from starting. The packages only
-    take effect where this process starts Spark; spark-submit and platforms bring their own."""
-    if cfg.get("lake.engine") != "delta-spark":
+    installed pyspark and delta-spark), where the session will have Delta's classes: the delta-spark
+    engine asked for, or jars about to be resolved, or already on the running JVM's classpath. They
+    cannot be set on a guess: naming absent classes would stop the session from starting."""
+    if engine == "delta-rs" or not (engine == "delta-spark" or jars.resolve or jars.present):
         return {}
-    confs = {
+    delta = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     }
-    if "io.delta:" not in packages:
-        confs["spark.jars.packages"] = ",".join(filter(None, [str(packages), delta_coordinates()]))
-    return confs
+    packages = str(confs.get("spark.jars.packages", ""))
+    if jars.resolve and "io.delta:" not in packages:
+        delta["spark.jars.packages"] = ",".join(filter(None, [packages, delta_coordinates()]))
+    return delta
 
 
 def _put_project_on_worker_path() -> None:
@@ -113,8 +197,11 @@ def check_delta_jars(spark: SparkSession, required: bool) -> None:
 def delta_jars_present(spark: SparkSession) -> bool:
     """True when Delta's JVM classes are on the driver's classpath (delta-spark installed as a
     package or built into the platform)."""
+    return _delta_class_loadable(spark.sparkContext._jvm)
+
+
+def _delta_class_loadable(jvm) -> bool:
     try:
-        jvm = spark.sparkContext._jvm
         jvm.java.lang.Class.forName(
             "io.delta.tables.DeltaTable", True, jvm.Thread.currentThread().getContextClassLoader()
         )

@@ -1,4 +1,5 @@
-"""`vidlake status`: per stage, rows done, pending and failed, read from the tables.
+"""`vidlake status`: the lake's Delta engine and why it runs, then per stage, rows done, pending and
+failed, read from the tables.
 
     ingest    videos       videos ingested; source rows rejected (ingest_errors, severity rejected)
     download  video_files  videos fetched ok; videos with no video_files row yet; failed fetches
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 
 from jobs.context import JobContext
 from jobs.lake import Lake
+from jobs.session import lake_engine
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(ctx: JobContext, args: argparse.Namespace) -> int:
     print(f"lake: {ctx.lake.root} (Delta engine: {ctx.lake.engine_name})")
+    _, why = lake_engine(ctx.spark, ctx.cfg.get("lake.engine"))
+    print(f"lake engine: {ctx.lake.engine_name} ({why})")
     print(format_status(lake_status(ctx.lake)))
     return 0
 

@@ -1,7 +1,9 @@
 """spark-submit.sh submits a stage to a real local standalone cluster (local-cluster) with GPU resources
-from conf (fake GPU addresses from tests/fake_gpus.sh), and the stage's resource profile runs."""
+from conf (fake GPU addresses from tests/fake_gpus.sh), and the stage's resource profile runs; with
+--delta-packages the stage writes through Delta's JVM writer."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +11,14 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import deltalake
+from loopback_server import LoopbackServer, file_responder
 from media import Shot, make_video
 
+from jobs.cli import run_stage
 from jobs.config import load_config
+from jobs.delta_packages import delta_coordinates, ivy_cache_holds, ivy_dir
+from jobs.lake import Lake
 from jobs.submit_conf import gpu_confs
 from schemas.ids import clip_id
 from schemas.tables import CLIPS
@@ -70,3 +77,37 @@ def test_an_unknown_stage_is_refused_with_the_list(tmp_path):
     result = subprocess.run([str(ROOT / "spark-submit.sh"), "scroe"], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, "PYTHON": sys.executable}, timeout=120)
     assert result.returncode == 2 and "unknown stage 'scroe'" in result.stderr and "score" in result.stderr
+
+
+def test_split_submitted_with_delta_packages_to_local_cluster_commits_through_delta_spark(spark, tmp_path):
+    """`spark-submit.sh --delta-packages split` on a standalone local cluster (two workers): spark-submit
+    resolves Delta's jars, the session sees them on its classpath (no packages of its own), and the
+    clips table's commits are Delta's JVM writer's, whatever engine ingested and downloaded the lake."""
+    with LoopbackServer() as server:
+        for name, seed in (("a.mp4", 1), ("b.mp4", 4)):
+            make_video(tmp_path / name, [Shot(30, seed=seed), Shot(30, seed=seed + 1)], fps=25, size=(96, 54))
+            server.routes[f"/{name}"] = file_responder((tmp_path / name).read_bytes())
+        sources = tmp_path / "sources.csv"
+        sources.write_text("url,caption\n" + "".join(f"{server.url('/' + n)},a clip\n" for n in ("a.mp4", "b.mp4")))
+        common = ["--lake", str(tmp_path / "lake"), "--set", "download.allow_hosts=[127.0.0.1]"]
+        assert run_stage(["ingest", "--format", "generic", "--input", str(sources), *common]) == 0
+        assert run_stage(["download", *common]) == 0
+    submit_args = ("--master local-cluster[2,1,1024] --conf spark.executor.memory=768m --conf spark.ui.enabled=false")
+    env = {**os.environ, "VIDLAKE_SUBMIT_ARGS": submit_args, "PYTHON": sys.executable}
+    command = [str(ROOT / "spark-submit.sh"), "--delta-packages", "split", "--conf", "local", *common]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr  # spark-submit's PythonRunner merges the driver's stderr into stdout
+    assert result.returncode == 0, output[-3000:]
+    assert "[vidlake] lake engine: delta-spark (Delta's classes on the classpath of the running Spark)" in output
+    log = sorted((tmp_path / "lake" / "clips" / "_delta_log").glob("*.json"))
+    assert log, "split wrote no clips commit"
+    delta_release = delta_coordinates().rsplit(":", 1)[1]
+    for commit in log:
+        actions = [json.loads(line) for line in commit.read_text().splitlines()]
+        info = next(action["commitInfo"] for action in actions if "commitInfo" in action)
+        assert info["engineInfo"].startswith("Apache-Spark/") and f"Delta-Lake/{delta_release}" in info["engineInfo"]
+    clips = deltalake.DeltaTable(str(tmp_path / "lake" / "clips")).to_pyarrow_table()
+    assert set(clips.column("video_id").to_pylist()) == {r.video_id for r in Lake(spark, str(tmp_path / "lake"))
+                                                          .read("video_files").where("status = 'ok'").collect()}
+    # what spark-submit just resolved is what lake.delta_packages=auto reads as the jars in Ivy's cache
+    assert ivy_cache_holds(ivy_dir({}), delta_coordinates())
