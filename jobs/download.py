@@ -3,8 +3,8 @@
     vidlake download [--lake DIR] [--limit N] [--retry-failed [all]]
     spark-submit jobs/download.py [--lake DIR] [--limit N] [--retry-failed [all]]
 
-The work is split into batches of `download.commit_every` videos (by a hash of the video id, so
-no list of ids ever goes through the driver). Each batch is one Spark job over many tasks, each
+The work is split into batches of `download.commit_every` videos (jobs.runtime: by a hash of the
+video id, so no list of ids ever goes through the driver). Each batch is one Spark job over many tasks, each
 task downloading `download.concurrency` videos at once, and ends in one Delta commit. Progress is
 also committed every `download.commit_every_s` seconds, however slow the downloads: tasks cannot
 commit, so a batch's tasks start no download after that time, return the rows they finished, and
@@ -29,6 +29,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pandas as pd
 from pyspark import StorageLevel
@@ -40,6 +41,7 @@ from jobs.blobs import blob_root, stored_uri
 from jobs.config import Config
 from jobs.context import JobContext
 from jobs.progress import StageLog
+from jobs.runtime import Batch, batch_count, run_batches
 from schemas.tables import VIDEO_FILES
 from udfs.errors import VidlakeError
 from udfs.fetch import Cutoff, download_batch
@@ -176,14 +178,15 @@ def download_all(ctx: JobContext, todo: DataFrame, conf: dict, log: StageLog, li
         total = todo.count()
         if total == 0:
             return Counter()
-        batches = math.ceil(total / int(conf["commit_every"]))
-        keyed = todo.withColumn("_batch", F.pmod(F.xxhash64("video_id"), F.lit(batches)))
-        log.note(f"{total} {what} in {batches} batch(es) of about {conf['commit_every']}, {tasks} tasks each")
-        statuses: Counter = Counter()
-        for batch in range(batches):
-            rows = keyed.where(F.col("_batch") == batch).drop("_batch")
-            statuses += _download_batch(ctx, rows, conf, replace, tasks, log, f"batch {batch + 1}/{batches}")
-        return statuses
+        commit_every = int(conf["commit_every"])
+        log.note(f"{total} {what} in {batch_count(total, commit_every)} batch(es) of about {commit_every}, "
+                 f"{tasks} tasks each")
+
+        def download_batch_of(rows: DataFrame, batch: Batch) -> BatchStatuses:
+            return BatchStatuses(_download_batch(ctx, rows, conf, replace, tasks, log, batch.name))
+
+        outcomes = run_batches(ctx.spark, log, todo, total, commit_every, ["video_id"], download_batch_of)
+        return sum((outcome.statuses for outcome in outcomes), Counter())
     finally:
         todo.unpersist()
 
@@ -264,6 +267,21 @@ def _downloader(conf: dict, stop_at: float, counter, unreached):
             yield result.assign(uri=stored)
 
     return download
+
+
+@dataclass(frozen=True)
+class BatchStatuses:
+    """A committed batch's rows per status, as the runtime's progress line counts them."""
+
+    statuses: Counter
+
+    @property
+    def rows(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def failed(self) -> int:
+        return self.rows - self.statuses[OK]
 
 
 class StatusCounter(AccumulatorParam):

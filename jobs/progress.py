@@ -1,4 +1,5 @@
-"""One concise log line per stage: rows, time, rate, failures. Spark's UI shows the rest."""
+"""One concise log line per stage (rows, time, rate, failures) and one per committed batch (with an ETA).
+Spark's UI shows the rest."""
 from __future__ import annotations
 
 import sys
@@ -25,4 +26,15 @@ class StageLog:
         parts += [f"{key}={value}" for key, value in extra.items()]
         line = f"[vidlake] {self.stage}: " + ", ".join(parts)
         print(line, flush=True)
+        return line
+
+    def batch(self, name: str, done: int, total: int, failed: int, seconds: float) -> str:
+        """The line after a committed batch: rows done / total, the rate over the run's batches so
+        far (`seconds` of them), failures, and the time the rest takes at that rate."""
+        rate = done / max(seconds, 1e-9)
+        eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "unknown"
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        line = (f"[vidlake] {name} committed: {done}/{total} rows{share}, {rate:.3g} rows/s, "
+                f"{failed} failed, ETA {eta}")
+        print(line, file=sys.stderr, flush=True)
         return line

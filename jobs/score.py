@@ -3,9 +3,12 @@
 A clip is pending for a scorer when it has no `scores` row or that scorer is missing from the row's
 `scorer_versions` (with --retry-errors: also when the row records an error for it). Clips are
 grouped by the set of scorers they are pending for, so adding a scorer later runs only that scorer;
-each group is scored by mapInPandas under the stage's resource profile (jobs.gpu) and upserted on
-clip_id with only the columns of the scorers that ran, the maps merged with the row's earlier ones.
-Every selected scorer's weights are checked before anything is scored.
+each group is scored in batches of `score.commit_every` clips (jobs.runtime), one Delta commit
+each, so a killed run keeps every batch it committed and its re-run scores only the rest. A
+batch's tasks score under the stage's resource profile (jobs.gpu) and write their rows' files
+themselves: appended where the clips have no row yet, else upserted on clip_id with only the
+columns of the scorers that ran, the maps merged with the row's earlier ones. Every selected
+scorer's weights are checked before anything is scored.
 """
 from __future__ import annotations
 
@@ -14,18 +17,18 @@ import json
 import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructType
 
 from jobs.context import JobContext
 from jobs.gpu import gpu_map
 from jobs.progress import StageLog
+from jobs.runtime import Batch, BatchOutput, TaskOutcome, run_batches, run_writing_tasks, table_writing_task
 from jobs.views import clip_spans
-from schemas.tables import SCORES
 from udfs.scorers.runner import CLIP_COLUMNS, check_weights, output_columns, parse_scorers
 
 STAGE = "score"
@@ -51,21 +54,28 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
         log.done(0, 0, scorers=",".join(names), note="nothing pending")
         return 0
     ctx.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(score_conf["arrow_batch_rows"])))
-    rows = failed = 0
-    devices: set[str] = set()
+    total = TaskOutcome()
     for group in groups:
-        clips = work.where(F.col("todo") == F.array(*[F.lit(n) for n in group])).select(*CLIP_COLUMNS)
-        scored, bad, used = score_group(ctx, clips, group, score_conf, models)
-        rows, failed, devices = rows + scored, failed + bad, devices | used
-    log.done(rows, failed, scorers=",".join(names), groups=len(groups), devices=",".join(sorted(devices)))
+        clips = work.where((F.col("todo") == F.array(*[F.lit(n) for n in group.scorers]))
+                           & (F.col("_scored") == F.lit(group.replace))).select(*CLIP_COLUMNS)
+
+        def score_batch(rows: DataFrame, batch: Batch, group: ScorerGroup = group) -> TaskOutcome:
+            return score_clips(ctx, rows, batch.rows, group, score_conf, models)
+
+        for outcome in run_batches(ctx.spark, log, clips, group.clips, int(score_conf["commit_every"]), ["clip_id"],
+                                   score_batch, what=",".join(group.scorers)):
+            total.add_up(outcome)
+    log.done(total.rows, total.failed, scorers=",".join(names), groups=len(groups),
+             devices=",".join(sorted(total.devices)))
     return 0
 
 
 def pending_work(ctx: JobContext, names: Sequence[str], retry_errors: bool) -> DataFrame:
-    """Every clip with `todo`: the selected scorers it still needs (an empty array when none)."""
+    """Every clip with `todo`: the selected scorers it still needs (an empty array when none), and
+    `_scored`: whether it has a `scores` row already (its scores are then merged into that row)."""
     clips = clip_spans(ctx.lake, ctx.cfg).select(*CLIP_COLUMNS)
-    scores = ctx.lake.read("scores").select("clip_id", "scorer_versions", "errors")
-    joined = clips.join(scores, "clip_id", "left")
+    scores = ctx.lake.read("scores").select("clip_id", "scorer_versions", "errors", F.lit(True).alias("_scored"))
+    joined = clips.join(scores, "clip_id", "left").withColumn("_scored", F.coalesce("_scored", F.lit(False)))
     todo = F.filter(F.array(*[F.lit(n) for n in names]), lambda name: _pending_for(name, retry_errors))
     return joined.withColumn("todo", todo)
 
@@ -79,39 +89,45 @@ def _pending_for(name: Column, retry_errors: bool) -> Column:
     return missing | (errors.isNotNull() & F.array_contains(F.map_keys(errors), name))
 
 
-def scorer_groups(work: DataFrame) -> list[list[str]]:
-    """The distinct sets of pending scorers (a handful at most), biggest first."""
-    sets = [list(row.todo) for row in work.where(F.size("todo") > 0).select("todo").distinct().collect()]
-    return sorted(sets, key=lambda s: (-len(s), s))
+@dataclass(frozen=True)
+class ScorerGroup:
+    """Clips pending for the same scorers: `replace` when they have a `scores` row already."""
+
+    scorers: tuple[str, ...]
+    replace: bool
+    clips: int
 
 
-def score_group(
-    ctx: JobContext, clips: DataFrame, names: list[str], score_conf: Mapping[str, Any], models: Mapping[str, Any]
-) -> tuple[int, int, set[str]]:
-    """Score `clips` with `names`, upsert the rows; (rows written, rows with an error, devices the tasks used).
+def scorer_groups(work: DataFrame) -> list[ScorerGroup]:
+    """The distinct sets of pending scorers (a handful at most) and their clip counts, biggest set
+    first, new clips before clips with a row; one query finds and counts them."""
+    counted = work.where(F.size("todo") > 0).groupBy("todo", "_scored").count().collect()
+    groups = [ScorerGroup(tuple(row.todo), bool(row._scored), int(row["count"])) for row in counted]
+    return sorted(groups, key=lambda g: (-len(g.scorers), g.scorers, g.replace))
 
-    A device reads `cuda:1 (spark gpu 1)` where Spark assigned the task a GPU, `cpu (spark gpu 0)` where
-    it assigned one that torch cannot see (fake addresses on a test cluster)."""
-    count = clips.count()
+
+def score_clips(ctx: JobContext, clips: DataFrame, count: int, group: ScorerGroup, score_conf: Mapping[str, Any],
+                models: Mapping[str, Any]) -> TaskOutcome:
+    """Scores about `count` clips with the group's scorers and commits their rows in one transaction.
+
+    The tasks write the rows' parquet files themselves (BatchOutput): new clips' files are added to
+    `scores` as they are; clips that have a row already are staged and upserted, their maps merged
+    with the row's earlier ones, so no clip is scored twice whatever the upsert reads. A device
+    reads `cuda:1 (spark gpu 1)` where Spark assigned the task a GPU, `cpu (spark gpu 0)` where it
+    assigned one that torch cannot see (fake addresses on a test cluster)."""
+    names = list(group.scorers)
     partitions = max(1, math.ceil(count / int(score_conf["clips_per_task"])))
-    schema = output_schema(names)
-    scored = gpu_map(
-        clips.repartition(partitions), partition_scorer(score_conf, models, names), schema, score_conf,
-        ctx.spark, STAGE,
-    )
-    # Scoring is the expensive part: run it exactly once, whatever the upsert reads the rows for.
-    scored = scored.localCheckpoint(eager=True)
-    devices = {row._device for row in scored.select("_device").distinct().collect()}
-    ctx.lake.upsert(merge_maps(ctx, scored.drop("_device"), names), "scores")
-    failed = scored.where(F.col("errors").isNotNull()).count()
-    scored.unpersist()
-    return count, failed, devices
+    output = BatchOutput(ctx.lake, "scores", group.replace, int(ctx.cfg.get("lake.max_rows_per_file")))
+    columns = output_columns(names)
+    task = table_writing_task(output.files, partition_scorer(score_conf, models, names), columns,
+                              failed=lambda frame: int(frame["errors"].notna().sum()))
 
+    def on_gpus(df: DataFrame, fn, schema) -> DataFrame:
+        return gpu_map(df, fn, schema, score_conf, ctx.spark, STAGE, arrow=True)
 
-def output_schema(names: Sequence[str]) -> StructType:
-    """The `scores` fields a run of these scorers writes, as schemas.tables defines them."""
-    fields = {field.name: field for field in SCORES.fields}
-    return StructType([fields[column] for column in output_columns(names)]).add("_device", StringType(), False)
+    outcome = run_writing_tasks(clips.repartition(partitions), task, on_gpus)
+    output.commit(outcome, merge=lambda staged: merge_maps(ctx, staged.select(*columns), names))
+    return outcome
 
 
 def merge_maps(ctx: JobContext, scored: DataFrame, names: Sequence[str]) -> DataFrame:

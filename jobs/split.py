@@ -3,8 +3,8 @@
 A video is pending when its `video_files` row is `ok`, it has no clips yet, and no split error under
 this detector (with --retry-errors: its errors are retried). Pending videos, with the clip hints
 their source shipped (`videos.clip_hints`), go through udfs.split.SceneSplitter in mapInArrow, a few
-videos per task, in batches of `split.commit_every` videos (by a hash of the video id), one Delta
-commit each. Each task writes its clips as a parquet file of the table itself and reports the
+videos per task, in batches of `split.commit_every` videos (jobs.runtime: by a hash of the video
+id), one Delta commit each. Each task writes its clips as a parquet file of the table itself and reports the
 file, its error rows and its counts; the driver commits the clips files in one transaction and
 upserts the errors. The videos are decoded once, and no clip row is held by Spark or read twice.
 TransNetV2 runs under the stage's GPU resource profile where the cluster takes one (jobs.gpu).
@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -31,6 +30,7 @@ from jobs.context import JobContext
 from jobs.gpu import gpu_map
 from jobs.lake import WRITTEN_FILES, TableFiles
 from jobs.progress import StageLog
+from jobs.runtime import Batch, batch_count, run_batches
 from schemas.tables import CLIPS, SPLIT_ERRORS
 from udfs.errors import VidlakeError
 from udfs.scenes import DETECTORS
@@ -42,7 +42,7 @@ TASK_REPORT = StructType(
     [
         StructField("clip_files", ArrayType(WRITTEN_FILES), False),
         StructField("errors", ArrayType(SPLIT_ERRORS), False),
-        *(StructField(count, LongType(), False) for count in ("clips", "failed", "warned")),
+        *(StructField(count, LongType(), False) for count in ("videos", "clips", "failed", "warned")),
     ]
 )
 TASK_REPORT_ARROW = to_arrow_schema(TASK_REPORT, timezone="UTC")
@@ -67,12 +67,16 @@ def run(ctx: JobContext, args: argparse.Namespace) -> int:
     if count == 0:
         log.done(0, 0, detector=detector, note="nothing pending")
         return 0
-    batches = math.ceil(count / commit_every)
-    log.note(f"{count} videos to split with {detector}, materialize={conf['materialize']}, in {batches} commit(s)")
-    if batches == 1:
-        total = split_batch(ctx, todo, count, conf, detector)
-    else:
-        total = split_in_batches(ctx, todo, count, batches, conf, detector, log)
+    log.note(f"{count} videos to split with {detector}, materialize={conf['materialize']}, "
+             f"in {batch_count(count, commit_every)} commit(s)")
+    total = SplitOutcome()
+
+    def split_one_batch(videos: DataFrame, batch: Batch) -> SplitOutcome:
+        outcome = split_batch(ctx, videos, batch.rows, conf, detector)
+        total.add(outcome)
+        return outcome
+
+    run_batches(ctx.spark, log, todo, count, commit_every, ["video_id"], split_one_batch)
     log.done(count, total.failed, clips=total.clips, warnings=total.warned, detector=detector,
              materialize=conf["materialize"])
     return 0
@@ -88,23 +92,6 @@ def counted_pending(ctx: JobContext, todo: DataFrame, commit_every: int) -> tupl
         return todo, todo.count()
     videos = todo.collect()
     return ctx.spark.createDataFrame(videos, todo.schema), len(videos)
-
-
-def split_in_batches(ctx: JobContext, todo: DataFrame, count: int, batches: int, conf: Mapping[str, Any],
-                     detector: str, log: StageLog) -> SplitOutcome:
-    """The pending videos in `batches` batches by a hash of their id, each committed as it ends;
-    every batch takes its share of one evaluation of the pending videos."""
-    total = SplitOutcome()
-    todo = todo.persist(StorageLevel.DISK_ONLY)
-    try:
-        for batch in range(batches):
-            videos = todo.where(F.pmod(F.xxhash64("video_id"), F.lit(batches)) == batch)
-            outcome = split_batch(ctx, videos, math.ceil(count / batches), conf, detector)
-            total.add(outcome)
-            log.note(f"batch {batch + 1}/{batches} committed: {outcome.clips} clips, {outcome.failed} failed")
-    finally:
-        todo.unpersist()
-    return total
 
 
 def split_batch(ctx: JobContext, videos: DataFrame, count: int, conf: Mapping[str, Any],
@@ -130,6 +117,7 @@ class SplitOutcome:
 
     clip_files: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    videos: int = 0
     clips: int = 0
     failed: int = 0
     warned: int = 0
@@ -138,6 +126,7 @@ class SplitOutcome:
         """Counts one video's udf rows and keeps its error rows; returns its clip rows."""
         clips = [row for row in rows if row["split_error"] is None]
         errors = [_error_row(row) for row in rows if row["split_error"] is not None]
+        self.videos += 1
         self.clips += len(clips)
         self.failed += bool(errors and not clips)
         self.warned += bool(errors and clips)
@@ -151,9 +140,15 @@ class SplitOutcome:
 
     def add(self, other: Any) -> None:
         """Adds the counts of `other` (a task's report, a batch's outcome)."""
+        self.videos += other.videos
         self.clips += other.clips
         self.failed += other.failed
         self.warned += other.warned
+
+    @property
+    def rows(self) -> int:
+        """The videos split (what the runtime's progress line counts)."""
+        return self.videos
 
     def report_batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([asdict(self)], schema=TASK_REPORT_ARROW)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from media import Shot, make_video
 from score_models import save_tiny_clip
+from stage_process import kill_after_first_commit, start_stage, summary_rows
 
 from jobs import caption
 from jobs.cli import run_stage
@@ -54,8 +55,9 @@ def args(**values) -> argparse.Namespace:
     return argparse.Namespace(**{"model": None, "kinds": None, "retry_errors": False, **values})
 
 
-def write_lake(spark, lake, media: dict[str, str]) -> list[str]:
-    """A Panda-70M video with a clip hint, its file, three clips of it, and a clip of a broken file."""
+def write_lake(spark, lake, media: dict[str, str], street_spans: int = 0) -> list[str]:
+    """A Panda-70M video with a clip hint, its file, three clips of it, and a clip of a broken file;
+    with `street_spans`, that many clips of the street video instead."""
     street, gone = video_id("panda70m", "street"), video_id("panda70m", "gone")
     hints = [(0.0, 2.0, "The video shows a street with a red car.", 0.5)]
     videos = [
@@ -67,6 +69,8 @@ def write_lake(spark, lake, media: dict[str, str]) -> list[str]:
               False, 1, NOW)]
     lake.append(spark.createDataFrame(files, lake.read("video_files").schema), "video_files")
     spans = [(street, 0, 0, 50), (street, 1, 50, 100), (street, 2, 10, 40), (gone, 0, 0, 50)]
+    if street_spans:
+        spans = [(street, index, 10 * index, 10 * index + 20) for index in range(street_spans)]
     clips = [
         (clip_id(vid, s, e), vid, index, s / FPS, e / FPS, s, e, e - s, 25.0, 128, 72, 72 / 128, "240p",
          "test", None, media["street"] if vid == street else media["gone"], NOW)
@@ -104,6 +108,40 @@ def test_caption_job_captions_every_clip_and_kind_once(spark, lake, checkpoints,
 
     retry = caption.pending_work(ctx, "florence2", ["short", "dense"], retry_errors=True).collect()
     assert sorted((r.clip_id, r.kind) for r in retry) == [(clip_ids[3], "dense"), (clip_ids[3], "short")]
+
+
+def test_a_caption_run_killed_after_its_first_batch_resumes_with_the_rest_only(spark, lake, checkpoints, media,
+                                                                             tmp_path, capsys):
+    clip_ids = write_lake(spark, lake, media, street_spans=8)
+    overrides = job_overrides(lake.root, checkpoints, "caption.commit_every=2", f"lake.engine={lake.engine_name}",
+                              "spark.conf.spark.ui.enabled='false'")
+    argv = ["caption", "--kinds", "short", *[arg for item in overrides for arg in ("--set", item)]]
+    job = start_stage(argv, tmp_path / "caption.log", tmp_path)
+    kill_after_first_commit(job, tmp_path / "caption.log", "caption")
+    log = (tmp_path / "caption.log").read_text()
+    assert job.returncode == -9, log[-3000:]
+    committed = {r.clip_id: r for r in captions(lake)}
+    assert 0 < len(committed) < len(clip_ids), log[-3000:]  # killed with batches left
+
+    capsys.readouterr()
+    ctx = job_context(spark, lake, checkpoints)
+    assert caption.run(ctx, args(kinds="short")) == 0
+    assert summary_rows(capsys.readouterr().out, "caption") == len(clip_ids) - len(committed)  # nothing redone
+    rows = captions(lake)
+    assert sorted(r.clip_id for r in rows) == sorted(clip_ids)  # each (clip, kind) once
+    by_id = {r.clip_id: r for r in rows}
+    assert all(by_id[key].created_at == row.created_at for key, row in committed.items())  # not recomputed
+
+    from jobs.lake import Lake
+
+    uninterrupted = Lake(spark, str(tmp_path / "uninterrupted"), lake.engine_name)
+    write_lake(spark, uninterrupted, media, street_spans=8)
+    assert caption.run(job_context(spark, uninterrupted, checkpoints), args(kinds="short")) == 0
+    expected = {r.clip_id: r for r in captions(uninterrupted)}
+    columns = ("model", "kind", "prompt", "caption", "words", "quality", "error", "model_id")
+    assert {k: [getattr(r, c) for c in columns] for k, r in by_id.items()} == {
+        k: [getattr(r, c) for c in columns] for k, r in expected.items()}
+    assert all(abs(by_id[k].match - r.match) < 1e-3 for k, r in expected.items())
 
 
 def test_source_captions_come_from_the_clip_hint_or_the_video(spark, lake, checkpoints, media):

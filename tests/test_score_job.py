@@ -1,7 +1,8 @@
 """The score job on real Spark: local[2] without a resource profile, and local-cluster with two fake GPUs."""
 from __future__ import annotations
 
-import os
+import re
+import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from media import Shot, make_video
 from score_models import models_conf
+from stage_process import env, kill_after_first_commit, start_stage, summary_rows
 
 from jobs.config import parse_override
 from jobs.lake import Lake
@@ -119,7 +121,7 @@ def test_score_on_local_cluster_with_fake_gpus_uses_the_profile(spark, cfg, vide
                  *[f"spark.conf.{key}={value}" for key, value in spark_confs.items()]]
     command = [sys.executable, "-c", "from jobs.cli import main; main()", "score", "--lake", lake.root,
                "--scorers", "luma,motion", *[arg for item in overrides for arg in ("--set", item)]]
-    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resource profile" in result.stderr
     summary = next(line for line in result.stdout.splitlines() if line.startswith("[vidlake] score:"))
@@ -127,11 +129,55 @@ def test_score_on_local_cluster_with_fake_gpus_uses_the_profile(spark, cfg, vide
     assert "spark gpu 0" in summary or "spark gpu 1" in summary, summary
 
 
-def _env() -> dict[str, str]:
-    import pyspark
+def many_clips(videos: dict[str, str], count: int) -> list[dict]:
+    """`count` real clips, overlapping spans of the two test videos."""
+    rows = []
+    for index in range(count):
+        name = "panning" if index % 2 else "static"
+        video, start = f"video-{name}", 5 * (index // 2)
+        rows.append(dict(
+            clip_id=clip_id(video, start, start + 25), video_id=video, clip_index=index // 2, start_s=start / FPS,
+            end_s=(start + 25) / FPS, start_frame=start, end_frame=start + 25, num_frames=25, fps=float(FPS),
+            width=320, height=180, aspect_ratio=180 / 320, resolution="240p", detector="test", detector_params=None,
+            uri=videos[name], created_at=datetime.now(timezone.utc).replace(tzinfo=None), name=f"{name}{index}",
+        ))
+    return rows
 
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-            "SPARK_HOME": os.environ.get("SPARK_HOME") or str(Path(pyspark.__file__).parent)}
+
+def test_a_score_run_killed_after_its_first_batch_resumes_with_the_rest_only(ctx, videos, tmp_path, capsys):
+    from jobs import score
+
+    rows = many_clips(videos, 12)
+    write_clips(ctx.spark, ctx.lake, [dict(r) for r in rows])
+    argv = ["score", "--lake", ctx.lake.root, "--scorers", "luma", "--set", "score.commit_every=2",
+            "--set", f"lake.engine={ctx.lake.engine_name}", "--set", "spark.master=local[2]",
+            "--set", "spark.conf.spark.ui.enabled='false'"]
+    job = start_stage(argv, tmp_path / "score.log", tmp_path)
+    kill_after_first_commit(job, tmp_path / "score.log", "score")
+    log = (tmp_path / "score.log").read_text()
+    assert job.returncode == -signal.SIGKILL, log[-3000:]
+    committed = {r.clip_id: r for r in ctx.lake.read("scores").collect()}
+    assert 0 < len(committed) < len(rows), log[-3000:]  # killed with batches left
+    assert re.search(r"score batch \d/6 \(luma\) committed: \d+/12 rows .* rows/s, 0 failed, ETA", log), log[-3000:]
+
+    capsys.readouterr()
+    assert score.run(ctx, _args("luma")) == 0
+    assert summary_rows(capsys.readouterr().out, "score") == len(rows) - len(committed)  # nothing scored twice
+    after = ctx.lake.read("scores").collect()
+    assert sorted(r.clip_id for r in after) == sorted(r["clip_id"] for r in rows)  # each clip once
+    by_id = {r.clip_id: r for r in after}
+    assert all(by_id[key].scored_at == row.scored_at for key, row in committed.items())  # not recomputed
+
+    uninterrupted = Lake(ctx.spark, str(tmp_path / "uninterrupted"), ctx.lake.engine_name)
+    write_clips(ctx.spark, uninterrupted, [dict(r) for r in rows])
+    from jobs.context import JobContext
+
+    ctx.cfg.set("lake.root", uninterrupted.root)
+    assert score.run(JobContext(ctx.cfg, ctx.spark, uninterrupted), _args("luma")) == 0
+    expected = {r.clip_id: r for r in uninterrupted.read("scores").collect()}
+    columns = ("brightness", "sharpness", "frames_sampled", "scorer_versions", "errors")
+    assert {k: [getattr(r, c) for c in columns] for k, r in by_id.items()} == {
+        k: [getattr(r, c) for c in columns] for k, r in expected.items()}
 
 
 def _args(scorers: str):
