@@ -8,7 +8,10 @@ classpath (a cluster started with `--packages` of `python -m jobs.delta_packages
 `delta-rs` is used everywhere else: Spark's executors write the parquet files (mapInArrow, one
 file per task and partition value), the driver collects their add actions (one small row per
 file) and commits them as one Delta transaction with the `deltalake` package; reads go through
-`spark.read.parquet` over the snapshot's file list. Both produce ordinary Delta tables.
+`spark.read.parquet` over the snapshot's file list. Both produce ordinary Delta tables, and either
+reads, appends to and time-travels what the other wrote. A job whose tasks write a table's files
+themselves (ingest, split: table_files/commit_files) has them committed as they are on both
+engines; delta-spark adds them through Delta's JVM transaction API.
 """
 from __future__ import annotations
 
