@@ -382,14 +382,15 @@ class DeltaSparkEngine:
         DeltaTable.forPath(self.spark, path).delete(condition)
 
     def snapshot_files(self, path: str) -> tuple[int, list[tuple[str, int | None]]]:
-        """Delta's JVM names the snapshot's files as URIs; their sizes are not asked for."""
+        """Delta's JVM names the snapshot's files by their paths as they are on disk (not URI-encoded);
+        their sizes are not asked for."""
         from delta.tables import DeltaTable
 
         check_log(path)
         version = DeltaTable.forPath(self.spark, path).history(1).collect()[0].version
         root = urlsplit(_spark_path(path)).path.rstrip("/")
         files = self.spark.read.format("delta").load(path).inputFiles()
-        return version, [(unquote(urlsplit(uri).path[len(root) + 1:]), None) for uri in files]
+        return version, [(urlsplit(uri).path[len(root) + 1:], None) for uri in files]
 
     def history(self, path: str) -> list[dict]:
         from delta.tables import DeltaTable

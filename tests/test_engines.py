@@ -89,13 +89,15 @@ def test_a_pipeline_switching_engines_between_stages_keeps_one_lake(spark, lakes
 
 
 def make_table_with(spark, ds: Lake, name: str, feature: str, value: str) -> None:
-    """`name` created by delta-spark with a table property, then written through the lake."""
-    from delta.tables import DeltaTable
-
-    (DeltaTable.create(spark).location(ds.path(name)).addColumns(lake_module.table(name).schema)
-     .property(feature, value).execute())
-    ds.append(spark.createDataFrame([(f"c{i}", float(i)) for i in range(6)], "clip_id string, motion double")
-              .coalesce(1), name)
+    """`name` created by delta-spark with a table property (the session's default for new tables:
+    spark.databricks.delta.properties.defaults.*), then written through the lake."""
+    default = "spark.databricks.delta.properties.defaults." + feature.removeprefix("delta.")
+    spark.conf.set(default, value)
+    try:
+        ds.append(spark.createDataFrame([(f"c{i}", float(i)) for i in range(6)], "clip_id string, motion double")
+                  .coalesce(1), name)
+    finally:
+        spark.conf.unset(default)
 
 
 @pytest.mark.parametrize(("feature", "value", "reader_feature"), [
@@ -121,7 +123,8 @@ def test_delta_rs_refuses_a_table_delta_spark_wrote_with_a_reader_feature(spark,
 
 def commit_task_files(spark, lake: Lake, name: str, rows: list[tuple]) -> list[dict]:
     files = lake.table_files(name)
-    written = [r.asDict() for r in spark.createDataFrame(rows, "clip_id string, motion double")
+    rows_df = lake_module.conform(spark.createDataFrame(rows, "clip_id string, motion double"), lake_module.table(name))
+    written = [r.asDict() for r in rows_df
                .mapInArrow(_parquet_writer(files), WRITTEN_FILES).collect()]
     lake.commit_files(name, files, written)
     return written
