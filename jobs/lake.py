@@ -521,6 +521,9 @@ class DeltaRsEngine:
     def _open(self, path: str, version: int | None = None):
         snapshot = open_delta_table(path, version)
         features = set(snapshot.protocol().reader_features or ())
+        # Reader version 2 (no feature list) turns column mapping on by the table property alone.
+        if snapshot.metadata().configuration.get("delta.columnMapping.mode", "none") != "none":
+            features.add("columnMapping")
         blocked = features.intersection(UNSUPPORTED_READER_FEATURES)
         if blocked:
             raise LakeError(
