@@ -8,7 +8,10 @@ classpath (a cluster started with `--packages` of `python -m jobs.delta_packages
 `delta-rs` is used everywhere else: Spark's executors write the parquet files (mapInArrow, one
 file per task and partition value), the driver collects their add actions (one small row per
 file) and commits them as one Delta transaction with the `deltalake` package; reads go through
-`spark.read.parquet` over the snapshot's file list. Both produce ordinary Delta tables.
+`spark.read.parquet` over the snapshot's file list. Both produce ordinary Delta tables, and either
+reads, appends to and time-travels what the other wrote. A job whose tasks write a table's files
+themselves (ingest, split: table_files/commit_files) has them committed as they are on both
+engines; delta-spark adds them through Delta's JVM transaction API.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import AtomicType, LongType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, AtomicType, DataType, LongType, MapType, StringType, StructField, StructType
 
 from jobs.output import spark_error_line
 from schemas.tables import Table, table
@@ -57,6 +60,10 @@ WRITTEN_FILES = StructType(
 # files directly would return wrong rows, so the delta-rs engine refuses them.
 UNSUPPORTED_READER_FEATURES = ("deletionVectors", "columnMapping")
 
+
+# Open-source Delta's transaction log class: with it, the delta-spark engine commits the files its
+# tasks write; Databricks ships Delta under com.databricks.* instead.
+DELTA_LOG_CLASS = "org.apache.spark.sql.delta.DeltaLog"
 
 # Delta log file names: a commit, and a checkpoint (single file or one part of several).
 COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
@@ -380,6 +387,7 @@ class DeltaSparkEngine:
         self.spark = spark
         self.max_rows_per_file = max_rows_per_file
         self.commit_retries = commit_retries
+        self._transaction_api: bool | None = None  # whether DELTA_LOG_CLASS is there, once asked
 
     def exists(self, path: str) -> bool:
         from delta.tables import DeltaTable
@@ -402,19 +410,80 @@ class DeltaSparkEngine:
             raise LakeError(f"table {table_name_of(path)} cannot be read at {at}: {spark_error_line(err)}") from None
 
     def table_files(self, path: str, contract: Table) -> TableFiles:
-        """Files written beside the table (Delta's JVM writer must add them itself)."""
+        """The tasks write into the table's folder and commit_files adds their files with Delta's
+        transaction API. Where that API is absent, or the table maps column names or has CHECK
+        constraints (its files must hold physical names, its rows pass Delta's checks), they write
+        beside the table and commit_files rewrites them with Delta's writer."""
+        if self._commits_files_itself(path):
+            return TableFiles(path, contract, self.max_rows_per_file)
         staging = f"{path.rsplit('/', 1)[0]}/_staging/files-{uuid.uuid4().hex}"
         return TableFiles(staging, contract, self.max_rows_per_file)
+
+    def _commits_files_itself(self, path: str) -> bool:
+        if self._transaction_api is None:
+            self._transaction_api = delta_transaction_api_present(self.spark)
+            if not self._transaction_api:
+                log.warning("Delta's transaction API (%s) is not on the classpath (Databricks ships its own Delta); "
+                            "files that jobs write are rewritten by Delta's writer", DELTA_LOG_CLASS)
+        if not self._transaction_api:
+            return False
+        if not self.exists(path):
+            return True
+        configuration = _scala_map_as_dict(self.spark, self._transaction(path).metadata().configuration())
+        return (configuration.get("delta.columnMapping.mode", "none") == "none"
+                and not any(key.startswith("delta.constraints.") for key in configuration))
+
+    def _transaction(self, path: str):
+        """An OptimisticTransaction on the table's latest snapshot (path-based: no catalog table)."""
+        jvm = self.spark.sparkContext._jvm
+        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, _spark_path(path))
+        return delta_log.startTransaction(jvm.scala.Option.empty(), jvm.scala.Option.empty())
 
     def row_count(self, path: str, contract: Table) -> int:
         """Delta answers a bare count from its log's statistics."""
         return self.read(path, contract, None).count()
 
     def commit_files(self, files: TableFiles, written: list[dict], path: str, contract: Table) -> None:
+        if files.directory == path:
+            if written:
+                self._commit_added_files(path, contract, written)
+            return
         if written:
             rows = self.spark.read.option("basePath", files.directory).parquet(files.directory)
             self.write(conform(rows, contract), path, contract, "append")
         delete_path(self.spark, files.directory)
+
+    def _commit_added_files(self, path: str, contract: Table, written: list[dict]) -> None:
+        """One Delta transaction adding the files the tasks wrote, recorded as the WRITE (Append)
+        that df.write records. A new table gets the metadata df.write would give it (its schema,
+        nullable, and partitioning), and Delta adds the protocol and the session's default table
+        properties to that first commit as it does for df.write.
+
+        This relies on Delta's internal Scala API, the same in Delta 4.0 to 4.4:
+        org.apache.spark.sql.delta.DeltaLog.forTable(SparkSession, String),
+        DeltaLog.startTransaction(Option[CatalogTable], Option[Snapshot]) and the
+        OptimisticTransaction's updateMetadata(Metadata, Boolean) and commit(Seq[Action], Operation).
+        Actions are built from their JSON with Action.fromJson, as they stand in the log."""
+        jvm = self.spark.sparkContext._jvm
+        check_log(path)
+        transaction = self._transaction(path)
+        if transaction.readVersion() < 0:
+            transaction.updateMetadata(_delta_action(jvm, {"metaData": _new_table_metadata(contract)}), False)
+        else:
+            _check_table_layout(self.spark, transaction.metadata(), contract, path)
+        now = int(time.time() * 1000)
+        adds = [
+            _delta_action(jvm, {"add": {
+                "path": quote(f["path"], safe="/="),  # the log holds URI-encoded relative paths
+                "size": f["size"],
+                "partitionValues": dict(f["partition_values"]),
+                "modificationTime": now,
+                "dataChange": True,
+                "stats": json.dumps({"numRecords": f["num_records"]}, separators=(",", ":")),
+            }})
+            for f in written
+        ]
+        transaction.commit(_scala_list(jvm, adds), _write_operation(self.spark, contract.partition_by))
 
     def write(self, df: DataFrame, path: str, contract: Table, mode: str) -> None:
         check_log(path)
@@ -455,14 +524,15 @@ class DeltaSparkEngine:
                         lambda: DeltaTable.forPath(self.spark, path).delete(condition))
 
     def snapshot_files(self, path: str) -> tuple[int, list[tuple[str, int | None]]]:
-        """Delta's JVM names the snapshot's files as URIs; their sizes are not asked for."""
+        """Delta's JVM names the snapshot's files by their paths as they are on disk (not URI-encoded);
+        their sizes are not asked for."""
         from delta.tables import DeltaTable
 
         check_log(path)
         version = DeltaTable.forPath(self.spark, path).history(1).collect()[0].version
         root = urlsplit(_spark_path(path)).path.rstrip("/")
         files = self.spark.read.format("delta").load(path).inputFiles()
-        return version, [(unquote(urlsplit(uri).path[len(root) + 1:]), None) for uri in files]
+        return version, [(urlsplit(uri).path[len(root) + 1:], None) for uri in files]
 
     def history(self, path: str) -> list[dict]:
         from delta.tables import DeltaTable
@@ -503,6 +573,95 @@ class DeltaSparkEngine:
                                 "delta.deletedFileRetentionDuration is longer; pass --force") from None
 
 
+def delta_transaction_api_present(spark: SparkSession) -> bool:
+    """Whether open-source Delta's transaction classes are on the driver's classpath."""
+    try:
+        _jvm_class(spark, DELTA_LOG_CLASS)
+        return True
+    except Exception:  # noqa: BLE001 - py4j raises its own error type for ClassNotFoundException
+        return False
+
+
+def _jvm_class(spark: SparkSession, name: str):
+    """A JVM class by name, from the loader that holds the jars of spark.jars.packages."""
+    jvm = spark.sparkContext._jvm
+    return jvm.java.lang.Class.forName(name, True, jvm.Thread.currentThread().getContextClassLoader())
+
+
+def _delta_action(jvm, action: dict):
+    """A Delta action object from its log JSON (Action.fromJson: no constructor whose arguments
+    change between Delta releases)."""
+    return jvm.org.apache.spark.sql.delta.actions.Action.fromJson(json.dumps(action))
+
+
+def _scala_list(jvm, items: Iterable):
+    java_list = jvm.java.util.ArrayList()
+    for item in items:
+        java_list.add(item)
+    return jvm.scala.jdk.javaapi.CollectionConverters.asScala(java_list).toList()
+
+
+def _scala_map_as_dict(spark: SparkSession, scala_map) -> dict:
+    return dict(spark.sparkContext._jvm.scala.jdk.javaapi.CollectionConverters.asJava(scala_map))
+
+
+def _scala_seq_as_list(spark: SparkSession, seq) -> list:
+    return list(spark.sparkContext._jvm.scala.jdk.javaapi.CollectionConverters.asJava(seq))
+
+
+def _write_operation(spark: SparkSession, partition_by: tuple):
+    """DeltaOperations.Write(SaveMode.Append, Some(partitionBy)), the operation df.write records,
+    with every later parameter at its default. The case class has 4 parameters in Delta 4.0 and 9
+    in 4.4, so its companion's apply is found by reflection and given apply$default$N for each."""
+    jvm, gateway = spark.sparkContext._jvm, spark.sparkContext._gateway
+    companion = _jvm_class(spark, "org.apache.spark.sql.delta.DeltaOperations$Write$").getField("MODULE$").get(None)
+    apply = next(m for m in companion.getClass().getMethods()
+                 if m.getName() == "apply" and m.getParameterTypes()[0].getName() == "org.apache.spark.sql.SaveMode")
+    arguments = gateway.new_array(jvm.java.lang.Object, apply.getParameterCount())
+    arguments[0] = jvm.org.apache.spark.sql.SaveMode.Append
+    arguments[1] = jvm.scala.Some(_scala_list(jvm, partition_by))
+    for position in range(2, apply.getParameterCount()):
+        arguments[position] = getattr(companion, f"apply$default${position + 1}")()
+    return apply.invoke(companion, arguments)
+
+
+def _new_table_metadata(contract: Table) -> dict:
+    """The metaData action df.write gives a new table: its schema made nullable, as Delta does."""
+    return {
+        "id": str(uuid.uuid4()),
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": _nullable(contract.schema).json(),
+        "partitionColumns": list(contract.partition_by),
+        "configuration": {},
+        "createdTime": int(time.time() * 1000),
+    }
+
+
+def _check_table_layout(spark: SparkSession, metadata, contract: Table, path: str) -> None:
+    """A LakeError unless the table's columns (names, types) and partitioning are the contract's:
+    files written to the contract would be committed to a table that reads them otherwise (df.write
+    refuses such a write the same way)."""
+    schema = StructType.fromJson(json.loads(metadata.schemaString()))
+    found = [(f.name, f.dataType.simpleString()) for f in schema.fields]
+    expected = [(f.name, f.dataType.simpleString()) for f in contract.schema.fields]
+    partitioned = _scala_seq_as_list(spark, metadata.partitionColumns())
+    if found != expected or partitioned != list(contract.partition_by):
+        differ = sorted(set(found) ^ set(expected)) or [("partitioned by", ",".join(partitioned) or "nothing")]
+        raise LakeError(f"table {table_name_of(path)} does not have vidlake's {contract.name} layout "
+                        f"({', '.join(f'{name} {kind}' for name, kind in differ)}); it cannot take these rows")
+
+
+def _nullable(data_type: DataType) -> DataType:
+    """`data_type` with every field, element and value nullable (Spark's asNullable)."""
+    if isinstance(data_type, StructType):
+        return StructType([StructField(f.name, _nullable(f.dataType), True, f.metadata) for f in data_type.fields])
+    if isinstance(data_type, ArrayType):
+        return ArrayType(_nullable(data_type.elementType), True)
+    if isinstance(data_type, MapType):
+        return MapType(_nullable(data_type.keyType), _nullable(data_type.valueType), True)
+    return data_type
+
+
 class DeltaRsEngine:
     """Delta through delta-rs: executors write parquet, the driver commits the transaction."""
 
@@ -536,6 +695,9 @@ class DeltaRsEngine:
     def _open(self, path: str, version: int | None = None):
         snapshot = open_delta_table(path, version)
         features = set(snapshot.protocol().reader_features or ())
+        # Reader version 2 (no feature list) turns column mapping on by the table property alone.
+        if snapshot.metadata().configuration.get("delta.columnMapping.mode", "none") != "none":
+            features.add("columnMapping")
         blocked = features.intersection(UNSUPPORTED_READER_FEATURES)
         if blocked:
             raise LakeError(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 
@@ -175,3 +176,39 @@ def test_executors_reach_a_databricks_lake_through_the_dbfs_mount():
 
     filesystem, path = arrow_filesystem("dbfs:/mnt/lake/_staging/b1")
     assert isinstance(filesystem, fs.LocalFileSystem) and path == "/dbfs/mnt/lake/_staging/b1"
+
+
+def committed_engine(table_path: str, version: int) -> str:
+    """The engineInfo of a commit, read from the Delta log file itself."""
+    lines = (Path(table_path) / "_delta_log" / f"{version:020d}.json").read_text().splitlines()
+    return next(json.loads(line)["commitInfo"] for line in lines if '"commitInfo"' in line)["engineInfo"]
+
+
+def test_files_the_tasks_write_are_committed_as_they_are_in_one_commit_each(spark, lake):
+    """table_files/commit_files (what ingest and split use): the table's snapshot holds exactly the
+    parquet files Spark's tasks wrote, in the table's folder, nothing is staged or copied, and each
+    commit is one WRITE by the lake's own engine."""
+    from jobs.lake import WRITTEN_FILES, _parquet_writer
+
+    def write_and_commit(rows: list[dict]) -> list[dict]:
+        files = lake.table_files("videos")
+        written = [r.asDict() for r in spark.createDataFrame(rows, VIDEOS).repartition(2)
+                   .mapInArrow(_parquet_writer(files), WRITTEN_FILES).collect()]
+        lake.commit_files("videos", files, written)
+        return written
+
+    first = write_and_commit(video_rows("webvid10m", range(4)) + video_rows("odd: set%20 #1", range(2)))
+    second = write_and_commit(video_rows("webvid10m", range(4, 7)))
+
+    version, snapshot = lake.snapshot_files("videos")
+    assert version == 1
+    assert sorted(path for path, _ in snapshot) == sorted(f["path"] for f in first + second)
+    table_dir = Path(lake.path("videos"))
+    assert all((table_dir / f["path"]).is_file() for f in first + second)
+    assert sorted(p.name for p in Path(lake.root).iterdir()) == ["videos"]  # no _staging left beside it
+    assert lake.read("videos").count() == 9 == lake.row_count("videos")
+    assert lake.read("videos").where(F.col("source") == "odd: set%20 #1").count() == 2
+    assert deltalake.DeltaTable(str(table_dir)).to_pyarrow_table().num_rows == 9
+    assert lake.history("videos")[0]["operation"] == "WRITE"
+    expected_engine = "Delta-Lake/" if lake.engine_name == "delta-spark" else "delta-rs"
+    assert all(expected_engine in committed_engine(str(table_dir), v) for v in (0, 1))
