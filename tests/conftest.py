@@ -29,9 +29,8 @@ def spark():
     from jobs.config import load_config
     from jobs.session import build_spark
 
-    engine = "delta-spark" if "delta-spark" in TEST_ENGINES else "delta-rs"
     cfg = load_config("local", ["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=4",
-                                f"lake.engine={engine}"])
+                                "lake.engine=delta-spark"])
     session = build_spark(cfg)
     yield session
     session.stop()

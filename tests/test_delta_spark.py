@@ -1,8 +1,8 @@
 """The delta-spark engine on Delta's own jars, resolved from Maven for the installed pyspark and
 delta-spark, as a user of embedded Spark or `spark-submit --packages` gets them.
 
-The Spark session of the other tests has no Delta classes (it runs the delta-rs engine), and a JVM
-cannot gain them once started, so the delta-spark runs are real processes of their own.
+The shared test session has Delta's jars (tests/conftest.py), so the engine runs in it; spark-submit.sh's
+check runs as a process of its own.
 """
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from importlib import metadata
 from pathlib import Path
 
 import deltalake
 import pytest
+from pyspark.sql import functions as F
 
+from jobs.cli import run_stage
 from jobs.delta_packages import DeltaVersionError, check_jvm_delta, delta_coordinates
+from jobs.lake import Lake
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,41 +68,20 @@ def test_spark_submit_sh_prints_the_mismatch_before_spark_starts(tmp_path):
     assert line.startswith("vidlake: error: delta-spark 3.3.2 has no jars for Spark"), line
 
 
-STAGES_ON_DELTA_SPARK = textwrap.dedent("""
-    import sys
-    from pyspark.sql import functions as F
-    from jobs.cli import run_stage
-    from jobs.context import open_context
-    from jobs.config import load_config
-
-    lake_root, source = sys.argv[1], sys.argv[2]
-    overrides = [f"lake.root={lake_root}", "lake.engine=delta-spark", "spark.master=local[2]"]
-    status = run_stage(["ingest", "--format", "generic", "--input", source,
-                        *[arg for item in overrides for arg in ("--set", item)]])
-    assert status == 0, status
-    ctx = open_context(load_config("local", overrides))
-    assert ctx.lake.engine_name == "delta-spark"
-    spark, lake = ctx.spark, ctx.lake
-    lake.append(spark.createDataFrame([("c1", 1.0)], "clip_id string, motion double"), "scores")
-    lake.upsert(spark.createDataFrame([("c1", 2.0), ("c2", 3.0)], "clip_id string, motion double"), "scores")
-    print("SCORES", sorted((r.clip_id, r.motion) for r in lake.read("scores").collect()))
-    lake.delete("scores", F.col("motion") > 2.5)
-    print("AFTER DELETE", [r.clip_id for r in lake.read("scores").collect()])
-    print("OPERATIONS", [h["operation"] for h in lake.history("scores")])
-""")
-
-
-def test_stages_on_the_delta_spark_engine_write_with_deltas_own_writer(tmp_path):
+def test_stages_on_the_delta_spark_engine_write_with_deltas_own_writer(spark, tmp_path, capsys):
     source = tmp_path / "videos.csv"
     source.write_text("url,caption\nhttp://127.0.0.1:9/a.mp4,a cat\nhttp://127.0.0.1:9/b.mp4,a dog\n")
     lake_root = tmp_path / "lake"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", STAGES_ON_DELTA_SPARK, str(lake_root), str(source)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "SCORES [('c1', 2.0), ('c2', 3.0)]" in result.stdout
-    assert "AFTER DELETE ['c1']" in result.stdout
-    assert "OPERATIONS ['DELETE', 'MERGE', 'WRITE']" in result.stdout
+    settings = [f"lake.root={lake_root}", "lake.engine=delta-spark", "spark.master=local[2]"]
+    assert run_stage(["ingest", "--format", "generic", "--input", str(source),
+                      *[arg for item in settings for arg in ("--set", item)]]) == 0
+    lake = Lake(spark, str(lake_root), "delta-spark")
+    lake.append(spark.createDataFrame([("c1", 1.0)], "clip_id string, motion double"), "scores")
+    lake.upsert(spark.createDataFrame([("c1", 2.0), ("c2", 3.0)], "clip_id string, motion double"), "scores")
+    assert sorted((r.clip_id, r.motion) for r in lake.read("scores").collect()) == [("c1", 2.0), ("c2", 3.0)]
+    lake.delete("scores", F.col("motion") > 2.5)
+    assert [r.clip_id for r in lake.read("scores").collect()] == ["c1"]
+    assert [h["operation"] for h in lake.history("scores")] == ["DELETE", "MERGE", "WRITE"]
     for table in ("videos", "scores"):
         first_commit = (lake_root / table / "_delta_log" / "00000000000000000000.json").read_text().splitlines()
         commit_info = next(json.loads(line)["commitInfo"] for line in first_commit if '"commitInfo"' in line)

@@ -1,6 +1,5 @@
-"""One lake, either engine: the delta-rs and delta-spark engines over the same root, in one Spark
-session with Delta's jars (VIDLAKE_TEST_ENGINE=delta-spark gives the shared session them), each
-reading, appending to, upserting into, deleting from and time-travelling what the other wrote."""
+"""One lake, either engine: the delta-rs and delta-spark engines over the same root, in the shared
+Spark session (which has Delta's jars), each reading, appending to, upserting into, deleting from and time-travelling what the other wrote."""
 from __future__ import annotations
 
 import logging
@@ -21,7 +20,7 @@ ENGINES = ("delta-rs", "delta-spark")
 
 @pytest.fixture
 def lakes(spark, tmp_path) -> dict[str, Lake]:
-    assert delta_jars_present(spark), "the shared session needs Delta's jars: VIDLAKE_TEST_ENGINE=delta-spark"
+    assert delta_jars_present(spark), "the shared session needs Delta's jars (tests/conftest.py)"
     root = str(tmp_path / "lake")
     return {engine: Lake(spark, root, engine) for engine in ENGINES}
 
