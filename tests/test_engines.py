@@ -1,5 +1,6 @@
 """One lake, either engine: the delta-rs and delta-spark engines over the same root, in the shared
-Spark session (which has Delta's jars), each reading, appending to, upserting into, deleting from and time-travelling what the other wrote."""
+Spark session (which has Delta's jars), each reading, appending to, upserting into, deleting from
+and time-travelling what the other wrote."""
 from __future__ import annotations
 
 import logging
