@@ -1,10 +1,13 @@
 """Shared fixtures: one real local Spark session for the whole run, and a fresh lake per test.
 
-Every test that takes the `engine` fixture (through `cfg`, `lake` or `ctx`, or a module's own lake
-fixture) runs once per Delta engine: delta-rs, then delta-spark. The one session has Delta's jars
-(resolved from Maven through Spark's Ivy cache), so both engines work in it. The `vidlake`
-processes such a test starts get the same engine through VIDLAKE_CONF (a profile file per engine).
-VIDLAKE_TEST_ENGINE=delta-rs (or delta-spark) runs one engine only, for a quicker local loop.
+A test that takes the `engine` fixture (through `cfg`, `lake` or `ctx`, or a module's own lake
+fixture) runs on the delta-rs engine, and the tests of the lake's own modules (BOTH_ENGINES) run on
+delta-spark too: the lake API, its files and checks, maintenance, SQL and the catalog, and the
+end-to-end pipeline, which runs every stage. Every stage module on both engines is more than CI's
+20 minutes; VIDLAKE_TEST_ENGINE=delta-spark runs every engine test on delta-spark (and
+VIDLAKE_TEST_ENGINE=delta-rs the lake modules on delta-rs only). The one session has Delta's jars
+(resolved from Maven through Spark's Ivy cache), so both engines work in it; the `vidlake`
+processes a test starts get its engine through VIDLAKE_CONF (a profile file per engine).
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 ENGINES = ("delta-rs", "delta-spark")
-TEST_ENGINES = tuple(e for e in ENGINES if os.environ.get("VIDLAKE_TEST_ENGINE", e) == e)
+BOTH_ENGINES = {"test_lake", "test_lake_files", "test_engines", "test_maintenance", "test_sql_guard",
+                "test_catalog", "test_end_to_end", "test_delta_spark"}
+ONE_ENGINE = os.environ.get("VIDLAKE_TEST_ENGINE")
 _PASSED_PER_ENGINE: Counter = Counter()
 
 
@@ -36,7 +41,21 @@ def spark():
     session.stop()
 
 
-@pytest.fixture(scope="session", params=TEST_ENGINES)
+def pytest_generate_tests(metafunc):
+    """The engines a test that takes `engine` runs on (see the module docstring)."""
+    if "engine" not in metafunc.fixturenames or any(
+            "engine" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")):
+        return
+    if ONE_ENGINE:
+        engines = [ONE_ENGINE]
+    elif metafunc.module.__name__ in BOTH_ENGINES:
+        engines = list(ENGINES)
+    else:
+        engines = ["delta-rs"]
+    metafunc.parametrize("engine", engines, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def engine(request, tmp_path_factory) -> str:
     """The Delta engine of this run of the test; its `vidlake` processes use it too."""
     profile = tmp_path_factory.mktemp("profiles") / f"{request.param}.yaml"
