@@ -2,7 +2,7 @@
 
 A test that takes the `engine` fixture (through `cfg`, `lake` or `ctx`, or a module's own lake
 fixture) runs on the delta-rs engine, and the tests of the lake's own modules (BOTH_ENGINES) run on
-delta-spark too: the lake API, its files and checks, maintenance, SQL and the catalog, and the
+delta-spark too: the lake API, maintenance, SQL and the catalog, and the
 end-to-end pipeline, which runs every stage. Every stage module on both engines is more than CI's
 20 minutes; VIDLAKE_TEST_ENGINE=delta-spark runs every engine test on delta-spark (and
 VIDLAKE_TEST_ENGINE=delta-rs the lake modules on delta-rs only). The one session has Delta's jars
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 ENGINES = ("delta-rs", "delta-spark")
-BOTH_ENGINES = {"test_lake", "test_lake_files", "test_engines", "test_maintenance", "test_sql_guard",
+BOTH_ENGINES = {"test_lake", "test_engines", "test_maintenance", "test_sql_guard",
                 "test_catalog", "test_end_to_end", "test_delta_spark"}
 ONE_ENGINE = os.environ.get("VIDLAKE_TEST_ENGINE")
 _PASSED_PER_ENGINE: Counter = Counter()
@@ -69,6 +69,14 @@ def engine(request, tmp_path_factory) -> str:
         os.environ.pop("VIDLAKE_CONF", None)
     else:
         os.environ["VIDLAKE_CONF"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_profile_without_engine(request, monkeypatch):
+    """A test that does not take `engine` starts its processes on the default profile, whatever
+    engine the tests before it ran on."""
+    if "engine" not in request.fixturenames:
+        monkeypatch.delenv("VIDLAKE_CONF", raising=False)
 
 
 @pytest.fixture

@@ -95,13 +95,13 @@ def plant_orphan(lake: Lake) -> str:
 
 
 def test_optimize_then_vacuum_keep_every_row_and_remove_only_what_no_snapshot_needs(spark, lake, ctx):
-    build_small_commits(spark, lake, clip_commits=12)
+    build_small_commits(spark, lake, clip_commits=6)
     rows_before, results_before = counts(lake), results(lake)
     files_before = {name: file_names(p for p, _ in lake.snapshot_files(name)[1]) for name in ("clips", "videos")}
 
     compacted = {name: lake.optimize(name, 256 * MB) for name in ("clips", "scores", "videos")}
 
-    assert compacted["clips"].files_before == 12 and compacted["clips"].files_after == 1
+    assert compacted["clips"].files_before == 6 and compacted["clips"].files_after == 1
     assert compacted["scores"].files_after == 1 < compacted["scores"].files_before
     assert compacted["videos"].files_after == len(SOURCES) < compacted["videos"].files_before
     assert counts(lake) == rows_before and results(lake) == results_before
@@ -121,7 +121,7 @@ def test_optimize_then_vacuum_keep_every_row_and_remove_only_what_no_snapshot_ne
 
     vacuumed = {name: lake.vacuum(name, 0, force=True) for name in ("clips", "scores", "videos")}
 
-    assert vacuumed["clips"].files_removed == 12 + 1 and vacuumed["clips"].bytes_removed > 0
+    assert vacuumed["clips"].files_removed == 6 + 1 and vacuumed["clips"].bytes_removed > 0
     for name in ("clips", "scores", "videos"):
         left = file_names(data_files_in_folder(lake.path(name)))
         assert left == file_names(p for p, _ in lake.snapshot_files(name)[1]), name

@@ -153,6 +153,7 @@ def test_jars_spark_cannot_resolve_at_start_leave_the_run_on_delta_rs_with_one_l
     command = [sys.executable, "-c", "from jobs.cli import main; main()", "status", "--lake", lake.root,
                *[arg for item in settings for arg in ("--set", item)]]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DEFAULT_ARTIFACT_REPOSITORY": closed_port_url()}
+    env.pop("VIDLAKE_CONF", None)  # the engine profile of other tests: this one is about lake.engine=auto
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     why = f"Spark could not resolve {DELTA} when it started"
