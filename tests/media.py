@@ -208,6 +208,19 @@ def packaged_video(name: str) -> Path:
     return path
 
 
+def first_seconds(source: Path, seconds: float, destination: Path) -> Path:
+    """The first `seconds` of a video, remuxed without re-encoding (a real encoder's stream, shorter)."""
+    with av.open(str(source)) as src, av.open(str(destination), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        for packet in src.demux(stream):
+            if packet.dts is None or packet.pts * stream.time_base >= seconds:
+                continue  # the flush packet, or a frame past the end (B-frames arrive out of order)
+            packet.stream = out
+            dst.mux(packet)
+    return destination
+
+
 def standard_segments(shot_frames: int = 40) -> list[Segment]:
     """One of each kind of event: hard cuts, a fade, a dissolve, a static shot, a flash. Six true cuts."""
     n = shot_frames
